@@ -1,0 +1,107 @@
+"""DeepSeek3B-MoE decoder pieces (`model.layers.*`, `model.norm`): MHA + RoPE, RMSNorm, KV cache.
+
+Follows the reference `modeling_deepseekv2.py` with `use_mla=False`, where attention is transformers'
+LlamaAttention (ARCHITECTURE.md §4): q/k/v/o without bias, rotate-half RoPE over the full head,
+theta 1e4, positions 0..L-1 over the whole sequence (image tokens included). Layer 0 has a dense
+SwiGLU; the others a MoE (moe.py). The cache is preallocated and written at explicit positions
+(gpt-fast); it never advances itself.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import DecoderConfig
+from .moe import MLP, MoE
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)  # normalise in fp32, scale in the input dtype
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """positions [B, T] -> cos, sin [B, 1, T, head_dim]; angles in fp32, computed per call (no buffers)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    freqs = positions.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # rotate-half (NeoX) layout
+
+
+class KVCache:
+    """Static cache k, v: [layers, B, H, S_max, hd]; rows written at explicit positions."""
+
+    def __init__(self, cfg: DecoderConfig, batch: int, max_len: int, device, dtype: torch.dtype) -> None:
+        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, T, hd] at positions [B, T]; return the layer's full cache."""
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        self.k[layer][rows, :, positions] = k.transpose(1, 2)  # index (B, T) on dims 0, 2 -> (B, T, H, hd)
+        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        return self.k[layer], self.v[layer]
+
+
+def cache_mask(positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """Query at position p sees cache slots 0..p: [B, T] -> bool [B, 1, T, kv_len]."""
+    slots = torch.arange(kv_len, device=positions.device)
+    return (slots[None, None, :] <= positions[:, :, None])[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        D = cfg.hidden_size
+        self.heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.q_proj = nn.Linear(D, D, bias=False)
+        self.k_proj = nn.Linear(D, D, bias=False)
+        self.v_proj = nn.Linear(D, D, bias=False)
+        self.o_proj = nn.Linear(D, D, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
+                cache: KVCache | None, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = x.shape
+        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is None:  # one full causal pass
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = cache.update(layer, positions, k, v)
+            kv_len = mask.shape[-1]
+            y = F.scaled_dot_product_attention(q, k[:, :, :kv_len], v[:, :, :kv_len], attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.self_attn = Attention(cfg)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(index) else MLP(cfg.hidden_size, cfg.intermediate_size)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, cache, positions, mask) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, self.index, cache, positions, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))

@@ -1,0 +1,165 @@
+"""Image -> views (global view + Gundam tiles), pixel-exact with the official processors.
+
+Re-implements the behaviour of DeepSeek-OCR `process/image_process.py` (vLLM path) and
+`modeling_deepseekocr.py::infer` (HF path); ARCHITECTURE.md §2. The two paths differ only in the
+tile cap (`max_crops` 6 vs 9).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, ImageOps
+
+PAD_COLOR = (127, 127, 127)  # tuple(int(0.5 * 255)) for mean 0.5: mid-grey, not black
+TILE_THRESHOLD = 640  # tiling happens only when a side exceeds 640, whatever the tile size
+MIN_CROPS = 2
+
+# mode -> (base_size: global view side, image_size: tile side, crop_mode)
+MODES: dict[str, tuple[int, int, bool]] = {
+    "tiny": (512, 512, False),
+    "small": (640, 640, False),
+    "base": (1024, 1024, False),
+    "large": (1280, 1280, False),
+    "gundam": (1024, 640, True),
+    "gundam-m": (1280, 1024, True),
+}
+
+
+def tokens_per_side(view_size: int, patch_size: int = 16, downsample: int = 4) -> int:
+    """Vision tokens per side of a square view: patch 16, then 4x by net_2/net_3 (1024 -> 16)."""
+    return math.ceil((view_size // patch_size) / downsample)
+
+
+def count_image_tokens(base_size: int, image_size: int, grid: tuple[int, int]) -> int:
+    """Placeholders for one image: global rows + newlines + separator, then tiled rows + newlines."""
+    q = tokens_per_side(base_size)
+    n = q * (q + 1) + 1
+    nw, nh = grid
+    if nw > 1 or nh > 1:
+        q2 = tokens_per_side(image_size)
+        n += (q2 * nh) * (q2 * nw + 1)
+    return n
+
+
+@dataclass
+class ImageViews:
+    """Normalised views of one image, ready for the vision encoder.
+
+    global_view: float32 [3, S, S]; tiles: float32 [P, 3, s, s] with P = nw*nh (0 when untiled);
+    grid: (nw, nh) tile columns and rows, (1, 1) when untiled.
+    """
+
+    global_view: torch.Tensor
+    tiles: torch.Tensor | None = None
+    grid: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        g = self.global_view
+        if g.dim() != 3 or g.shape[0] != 3 or g.shape[1] != g.shape[2]:
+            raise ValueError(f"global_view must be [3, S, S], got {tuple(g.shape)}")
+        nw, nh = (int(v) for v in self.grid)
+        self.grid = (nw, nh)
+        if self.tiles is None:
+            self.tiles = g.new_zeros((0, 3, g.shape[1], g.shape[2]))
+        t = self.tiles
+        if t.dim() != 4 or t.shape[1] != 3 or t.shape[2] != t.shape[3]:
+            raise ValueError(f"tiles must be [P, 3, s, s], got {tuple(t.shape)}")
+        tiled = nw > 1 or nh > 1
+        if tiled and t.shape[0] != nw * nh:
+            raise ValueError(f"grid {self.grid} needs {nw * nh} tiles, got {t.shape[0]}")
+        if not tiled and t.shape[0] != 0:
+            raise ValueError(f"grid {self.grid} means untiled, but {t.shape[0]} tiles were given")
+
+    @property
+    def is_tiled(self) -> bool:
+        return self.tiles.shape[0] > 0
+
+    @property
+    def num_image_tokens(self) -> int:
+        tile = self.tiles.shape[-1] if self.is_tiled else 0
+        return count_image_tokens(self.global_view.shape[-1], tile, self.grid if self.is_tiled else (1, 1))
+
+    def to(self, device=None, dtype=None) -> "ImageViews":
+        return ImageViews(self.global_view.to(device=device, dtype=dtype),
+                          self.tiles.to(device=device, dtype=dtype), self.grid)
+
+
+def candidate_grids(max_crops: int, min_crops: int = MIN_CROPS) -> list[tuple[int, int]]:
+    """All (cols, rows) with min <= cols*rows <= max, ordered by area.
+
+    The reference sorts a Python *set*; the stable sort keeps the set's iteration order among grids of
+    equal area, so build it the same way to break exact ties identically.
+    """
+    grids = set(
+        (i, j)
+        for n in range(min_crops, max_crops + 1)
+        for i in range(1, n + 1)
+        for j in range(1, n + 1)
+        if min_crops <= i * j <= max_crops
+    )
+    return sorted(grids, key=lambda g: g[0] * g[1])
+
+
+def choose_grid(width: int, height: int, tile_size: int, max_crops: int) -> tuple[int, int]:
+    """Grid whose aspect is closest to the image's; exact ties go to the larger grid for big images."""
+    aspect = width / height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in candidate_grids(max_crops):
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and width * height > 0.5 * tile_size * tile_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """uint8 HWC -> float32 CHW normalised to [-1, 1] as ToTensor + Normalize(0.5, 0.5).
+
+    Divide, subtract, divide: bit-identical to the reference (a fused `x * 2/255 - 1` is not).
+    """
+    u8 = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    x = u8.view(image.height, image.width, 3).permute(2, 0, 1).float()
+    return x.div(255).sub(0.5).div(0.5)
+
+
+def tile_image(image: Image.Image, grid: tuple[int, int], tile_size: int) -> list[Image.Image]:
+    """Stretch-resize to (cols*s, rows*s) ignoring aspect, cut row-major into s x s tiles."""
+    cols, rows = grid
+    resized = image.resize((cols * tile_size, rows * tile_size))
+    return [
+        resized.crop((c * tile_size, r * tile_size, (c + 1) * tile_size, (r + 1) * tile_size))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+def preprocess_image(image: Image.Image, mode: str = "gundam", max_crops: int = 6) -> ImageViews:
+    """One RGB page image -> ImageViews for `mode` (tiny/small/base/large/gundam/gundam-m).
+
+    `max_crops` caps the Gundam tile count: 6 as the official PDF pipeline and vLLM, 9 as HF `infer()`.
+    The caller is expected to have applied EXIF orientation (the loaders do).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
+    if max_crops < MIN_CROPS:
+        raise ValueError(f"max_crops must be >= {MIN_CROPS}, got {max_crops}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"empty image {image.size}")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    base_size, image_size, crop_mode = MODES[mode]
+
+    if not crop_mode:
+        if image_size <= 640:  # tiny/small stretch to a square; base/large keep aspect with grey padding
+            image = image.resize((image_size, image_size))
+        return ImageViews(to_tensor(ImageOps.pad(image, (image_size, image_size), color=PAD_COLOR)))
+
+    global_view = to_tensor(ImageOps.pad(image, (base_size, base_size), color=PAD_COLOR))
+    if image.width <= TILE_THRESHOLD and image.height <= TILE_THRESHOLD:
+        return ImageViews(global_view)
+    grid = choose_grid(image.width, image.height, image_size, max_crops)
+    tiles = torch.stack([to_tensor(t) for t in tile_image(image, grid, image_size)])
+    return ImageViews(global_view, tiles, grid)

@@ -1,0 +1,90 @@
+"""DeepEncoder fusion and the image-token block (ARCHITECTURE.md §3.3-3.4).
+
+features = Linear(cat[CLIP(SAM(x))[:, 1:], SAM(x)])  — CLIP first, SAM second.
+Block per image: tiles stitched into one grid with `image_newline` after each row (only when tiled),
+then the global view's rows each followed by `image_newline`, then one `view_seperator` (sic).
+Views of many images are encoded together, batched by view size.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from .clip import ClipEncoder
+from .preprocess import ImageViews
+from .sam import SamEncoder
+
+
+class Projector(nn.Module):
+    """`model.projector.layers` is a single Linear(2048 -> 1280) (projector_type "linear")."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def encode_views(sam: SamEncoder, clip: ClipEncoder, projector: Projector, pixels: torch.Tensor) -> torch.Tensor:
+    """[N, 3, S, S] -> [N, q*q, hidden] with q = S/64."""
+    s = sam(pixels)  # (N, C, q, q)
+    c = clip(s)  # (N, 1 + q*q, C)
+    feats = torch.cat([c[:, 1:], s.flatten(2).transpose(1, 2)], dim=-1)  # (N, q*q, 2C)
+    return projector(feats)
+
+
+def with_newlines(grid: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
+    """[rows, cols, C] -> [rows * (cols + 1), C]: a newline vector closes every row."""
+    rows, _, C = grid.shape
+    nl = newline.to(grid.dtype).view(1, 1, C).expand(rows, 1, C)
+    return torch.cat([grid, nl], dim=1).reshape(-1, C)
+
+
+def layout_image_tokens(global_feats: torch.Tensor, tile_feats: torch.Tensor | None, grid: tuple[int, int],
+                        newline: torch.Tensor, separator: torch.Tensor) -> torch.Tensor:
+    """global [q*q, C], tiles [P, q2*q2, C] -> the block written over one image's placeholders."""
+    C = global_feats.shape[-1]
+    q = int(global_feats.shape[0] ** 0.5)
+    parts = []
+    if tile_feats is not None and tile_feats.shape[0] > 0:
+        nw, nh = grid
+        q2 = int(tile_feats.shape[1] ** 0.5)
+        tiles = tile_feats.view(nh, nw, q2, q2, C).permute(0, 2, 1, 3, 4)  # (nh, q2, nw, q2, C)
+        parts.append(with_newlines(tiles.reshape(nh * q2, nw * q2, C), newline))
+    parts.append(with_newlines(global_feats.view(q, q, C), newline))
+    parts.append(separator.to(global_feats.dtype).view(1, C))
+    return torch.cat(parts, dim=0)
+
+
+def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16) -> list[torch.Tensor]:
+    """All views of all images, batched by size through SAM/CLIP/projector, then laid out per image.
+
+    `model` is the `model.` backbone (holds sam_model, vision_model, projector, image_newline,
+    view_seperator). Returns one [num_image_tokens, hidden] tensor per image, in order.
+    """
+    dtype = model.projector.layers.weight.dtype
+    device = model.projector.layers.weight.device
+    # (image index, kind, tensor) grouped by spatial size so each batch has one shape.
+    by_size: dict[int, list[tuple[int, str, torch.Tensor]]] = defaultdict(list)
+    for i, v in enumerate(images):
+        by_size[v.global_view.shape[-1]].append((i, "global", v.global_view[None]))
+        if v.is_tiled:
+            by_size[v.tiles.shape[-1]].append((i, "tiles", v.tiles))
+    outputs: dict[tuple[int, str], list[torch.Tensor]] = defaultdict(list)
+    for items in by_size.values():
+        flat = [(i, kind, t[j]) for i, kind, t in items for j in range(t.shape[0])]
+        for start in range(0, len(flat), max_views_per_batch):
+            chunk = flat[start:start + max_views_per_batch]
+            pixels = torch.stack([p for _, _, p in chunk]).to(device=device, dtype=dtype)
+            feats = encode_views(model.sam_model, model.vision_model, model.projector, pixels)
+            for (i, kind, _), f in zip(chunk, feats):
+                outputs[(i, kind)].append(f)
+    blocks = []
+    for i, v in enumerate(images):
+        tiles = torch.stack(outputs[(i, "tiles")]) if v.is_tiled else None
+        blocks.append(layout_image_tokens(outputs[(i, "global")][0], tiles, v.grid,
+                                          model.image_newline, model.view_seperator))
+    return blocks
