@@ -17,6 +17,22 @@ def u8_to_normalised(u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(u8).float().div(255).sub(0.5).div(0.5)
 
 
+def load_golden_case(name: str, cases: dict, pixels) -> tuple[dict, dict, list, str]:
+    """(case metadata, reference tensors, [ImageViews] as the reference received them, prompt)."""
+    from safetensors.torch import load_file
+
+    from dsocr_model import ImageViews
+
+    c = cases[name]
+    ref = load_file(str(GOLDEN / "cases" / f"{name}.safetensors"))
+    keys = c.get("pixel_inputs_npz_keys") or {}
+    views = []
+    if keys.get("global_view"):
+        tiles = u8_to_normalised(pixels[keys["tiles"]]) if keys.get("tiles") else None
+        views = [ImageViews(u8_to_normalised(pixels[keys["global_view"]])[0], tiles, tuple(c["grid_nw_nh"]))]
+    return c, ref, views, "<image>\nFree OCR." if views else "The quick brown fox"
+
+
 @pytest.fixture(scope="session")
 def golden_model():
     from dsocr_model import DeepseekOCR

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from conftest import GOLDEN, u8_to_normalised
-from dsocr_model import DeepseekOCR, ImageViews
+from conftest import GOLDEN, load_golden_case
+from dsocr_model import DeepseekOCR
 from dsocr_model.moe import moe_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -21,14 +19,8 @@ def cuda_model():
 
 @pytest.mark.parametrize("name", ["tiny_doc300x200", "base_doc300x200", "gundam_a4", "text_only"])
 def test_golden_tokens_on_cuda_fp32(cuda_model, golden_cases, golden_pixels, name):
-    c = golden_cases[name]
-    ref = load_file(str(GOLDEN / "cases" / f"{name}.safetensors"))
-    keys = c.get("pixel_inputs_npz_keys") or {}
-    views = []
-    if keys.get("global_view"):
-        tiles = u8_to_normalised(golden_pixels[keys["tiles"]]) if keys.get("tiles") else None
-        views = [ImageViews(u8_to_normalised(golden_pixels[keys["global_view"]])[0], tiles, tuple(c["grid_nw_nh"]))]
-    ids = cuda_model.build_input_ids("<image>\nFree OCR." if views else "The quick brown fox", views)
+    _, ref, views, prompt = load_golden_case(name, golden_cases, golden_pixels)
+    ids = cuda_model.build_input_ids(prompt, views)
     gen = cuda_model.generate_greedy(ids, views, 24, keep_logits=True)
     assert gen.token_ids == ref["generated_ids"].tolist()
     assert (torch.stack(gen.step_logits) - ref["step_logits"]).abs().max() < 5e-4

@@ -3,26 +3,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from conftest import GOLDEN, u8_to_normalised
-from dsocr_model import ImageViews
+from conftest import load_golden_case
 from dsocr_model.moe import MoE, route
 
 VISION_ATOL, MODEL_ATOL = 1e-4, 5e-4
 CASES = ["tiny_doc300x200", "small_doc300x200", "base_doc300x200", "large_doc300x200", "gundam_a4", "text_only"]
 
 
-def _case(name, cases, pixels):
-    c = cases[name]
-    ref = load_file(str(GOLDEN / "cases" / f"{name}.safetensors"))
-    keys = c.get("pixel_inputs_npz_keys") or {}
-    views = []
-    if keys.get("global_view"):
-        tiles = u8_to_normalised(pixels[keys["tiles"]]) if keys.get("tiles") else None
-        views = [ImageViews(u8_to_normalised(pixels[keys["global_view"]])[0], tiles, tuple(c["grid_nw_nh"]))]
-    prompt = "<image>\nFree OCR." if views else "The quick brown fox"
-    return c, ref, views, prompt
+_case = load_golden_case
 
 
 def _close(got, want, atol):
