@@ -60,6 +60,12 @@ class KVCache:
         self.v[layer][rows, :, positions] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
 
+    def slot(self, row: int) -> "KVCache":
+        """A one-row view of this cache (shares storage): prefill one request into its batch slot."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v = self.k[:, row:row + 1], self.v[:, row:row + 1]
+        return view
+
 
 def cache_mask(positions: torch.Tensor, kv_len: int) -> torch.Tensor:
     """Query at position p sees cache slots 0..p: [B, T] -> bool [B, 1, T, kv_len]."""

@@ -143,11 +143,16 @@ class DeepseekOCR(nn.Module):
             if n_slots:
                 raise ValueError(f"input_ids hold {n_slots} image placeholders but no images were given")
             return x
-        feats = torch.cat(self.encode_images(images)).to(x.dtype)
+        return self.scatter_image_features(input_ids, x, torch.cat(self.encode_images(images)))
+
+    def scatter_image_features(self, input_ids: torch.Tensor, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """Write image features, in order, over the placeholder positions of embeddings x [B, T, D]."""
+        mask = input_ids == self.image_token_id
+        n_slots = int(mask.sum())
         if feats.shape[0] != n_slots:
             raise ValueError(f"images give {feats.shape[0]} image tokens but input_ids hold {n_slots} placeholders "
                              f"(id {self.image_token_id}); build ids with build_input_ids()")
-        return x.masked_scatter(mask[..., None], feats)
+        return x.masked_scatter(mask[..., None], feats.to(x.dtype))
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
                kv_len: int | None = None) -> torch.Tensor:
@@ -162,9 +167,9 @@ class DeepseekOCR(nn.Module):
             x = layer(x, cos, sin, cache, positions, mask)
         return self.model.norm(x)
 
-    def step(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def step(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int | None = None) -> torch.Tensor:
         """Cached step over embeddings [B, T, D] -> float32 logits of the last position [B, V]."""
-        h = self.hidden(x, positions, cache)
+        h = self.hidden(x, positions, cache, kv_len)
         return self.lm_head(h[:, -1]).float()  # only the last position needs the 129k-wide head
 
     @torch.inference_mode()

@@ -34,3 +34,28 @@ def apply_ngram_guard(logits: torch.Tensor, ids: Sequence[int], ngram_size: int 
         logits = logits.clone()
         logits[..., sorted(banned)] = float("-inf")
     return logits
+
+
+def ngram_penalty(tail: torch.Tensor, lengths: torch.Tensor, ngram_size: int, whitelist: torch.Tensor,
+                  vocab_size: int) -> torch.Tensor:
+    """The same guard for a batch, as tensor ops (no host sync): -inf where banned, 0 elsewhere.
+
+    tail: [B, W] the last W = window_size generated ids per row, right-aligned (older slots unused
+    while lengths < W); lengths: [B] generated so far. An n-gram starting at tail index j starts at
+    generated index lengths - W + j, so it is inside the window iff j >= W - lengths.
+    """
+    B, W = tail.shape
+    n = ngram_size
+    if n < 2 or W < n:
+        raise ValueError("the batched guard needs 2 <= ngram_size <= window_size")
+    starts = W - n + 1
+    prefix = tail[:, W - n + 1:]  # (B, n-1): the newest n-1 ids
+    grams = tail.unfold(1, n - 1, 1)[:, :starts]  # (B, starts, n-1)
+    hit = (grams == prefix[:, None]).all(-1)  # (B, starts)
+    j = torch.arange(starts, device=tail.device)
+    hit &= j[None] >= (W - lengths)[:, None]
+    banned = tail[:, n - 1:]  # (B, starts): the id that followed each n-1 prefix
+    hit &= ~torch.isin(banned, whitelist)
+    pen = torch.zeros(B, vocab_size, device=tail.device)
+    values = torch.where(hit, float("-inf"), 0.0)
+    return pen.scatter_reduce_(1, banned.clamp(min=0), values, reduce="amin")

@@ -1,0 +1,85 @@
+"""Throughput of the batched engine on synthetic Gundam A4 pages (903 image tokens), N forced new tokens.
+
+    python benchmarks/throughput.py --pages 256 --new-tokens 1000 --max-batch 256 --baseline 2   # GPU
+    python benchmarks/throughput.py --tiny --device cpu --pages 4 --new-tokens 4 --max-batch 2    # CI smoke
+
+Full size: the official architecture with random bf16 weights (no download). `--baseline K` also runs the
+one-page-at-a-time path (dynamic per-page cache, eager) on K pages in the same process, so the speed-up is a
+ratio from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
+from dsocr_model import preprocess_image  # noqa: E402
+from dsocr_model.engine import Engine, PageRequest  # noqa: E402
+from dsocr_model.generate import greedy_generate  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--pages", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=200)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--baseline", type=int, default=0, help="also time the naive path on this many pages")
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = build_model(not args.tiny, args.device, dtype)
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    views = [preprocess_image(synthetic_page(seed=0), "gundam", max_crops=6)]
+    tail = [t % model.config.decoder.vocab_size for t in PROMPT_TAIL]
+    ids = torch.tensor([model.bos_token_id] + [model.image_token_id] * views[0].num_image_tokens + tail)
+
+    def requests(n: int) -> list[PageRequest]:
+        return [PageRequest(ids, views, args.new_tokens, ngram_size=20, window_size=50,
+                            whitelist={128821, 128822}, eos_token_id=-1) for _ in range(n)]
+
+    engine = Engine(model, max_batch=args.max_batch, max_seq_len=len(ids) + args.new_tokens)
+    engine.generate(requests(min(2, args.pages)))  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync(args.device)
+    t0 = time.perf_counter()
+    outs = engine.generate(requests(args.pages))
+    sync(args.device)
+    dt = time.perf_counter() - t0
+    n_tok = sum(len(o.token_ids) for o in outs)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+    ttft = sorted(o.timings["ttft_s"] for o in outs)
+    print(f"{name} | engine: {args.pages} pages x {args.new_tokens} new tokens, max_batch {args.max_batch}, "
+          f"prompt {len(ids)} ids")
+    print(f"  {dt:.2f} s, {args.pages / dt:.2f} pages/s, {n_tok / dt:,.0f} decoded tok/s, "
+          f"TTFT median {ttft[len(ttft) // 2] * 1e3:.0f} ms, peak {peak:.2f} GiB")
+    engine1 = Engine(model, max_batch=1, max_seq_len=len(ids) + args.new_tokens)
+    sync(args.device)
+    t0 = time.perf_counter()
+    engine1.generate(requests(1))
+    sync(args.device)
+    b1 = time.perf_counter() - t0
+    print(f"  batch-1 latency {b1:.2f} s = {args.new_tokens / b1:.1f} tok/s")
+    if args.baseline:
+        sync(args.device)
+        t0 = time.perf_counter()
+        for _ in range(args.baseline):
+            greedy_generate(model, ids, views, args.new_tokens, eos_id=-1, ngram_size=20, window_size=50,
+                            whitelist={128821, 128822})
+        sync(args.device)
+        tb = time.perf_counter() - t0
+        base_tps = args.baseline * args.new_tokens / tb
+        print(f"  naive path: {args.baseline} pages one at a time, {base_tps:,.0f} tok/s; "
+              f"engine speed-up x{(n_tok / dt) / base_tps:.1f} (same run)")
+
+
+if __name__ == "__main__":
+    main()

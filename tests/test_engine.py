@@ -1,0 +1,73 @@
+"""The batched engine gives exactly the one-sequence greedy tokens, whatever the batch mix."""
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import GOLDEN
+from dsocr_model import preprocess_image
+from dsocr_model.engine import Engine, PageRequest
+
+IMAGES = ["doc_300x200", "a4_1190x1684", "wide_4000x1000", "doc_1000x700"]
+
+
+def _requests(model):
+    reqs = []
+    modes = ["tiny", "gundam", "small", "base", "gundam", "tiny"]
+    for i, mode in enumerate(modes):
+        img = Image.open(GOLDEN / "images" / f"{IMAGES[i % len(IMAGES)]}.png").convert("RGB")
+        views = [preprocess_image(img, mode)]
+        prompt = "<image>\nFree OCR." if i % 2 else "<image>\n<|grounding|>Convert the document to markdown."
+        reqs.append(PageRequest(model.build_input_ids(prompt, views), views, max_new_tokens=6 + 5 * i))
+    reqs.append(PageRequest(model.build_input_ids("The quick brown fox", []), [], max_new_tokens=9))
+    return reqs
+
+
+def _simple(model, r: PageRequest):
+    return model.generate_greedy(r.input_ids, r.images, r.max_new_tokens, ngram_size=r.ngram_size,
+                                 window_size=r.window_size, whitelist=r.whitelist)
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8])
+def test_mixed_batch_equals_simple_path(golden_model, max_batch):
+    reqs = _requests(golden_model)
+    # Two requests stop early at EOS: use as their EOS an id the simple path emits mid-way.
+    for k in (1, 4):
+        ref = _simple(golden_model, reqs[k]).token_ids
+        reqs[k].eos_token_id = ref[3]
+    outs = Engine(golden_model, max_batch=max_batch, max_seq_len=1024).generate(reqs)
+    for r, o in zip(reqs, outs):
+        want_ids = _simple_with_eos(golden_model, r)
+        assert o.token_ids == want_ids
+        assert o.finish_reason == ("eos" if r.eos_token_id is not None else "length")
+    assert outs[1].token_ids[-1] == reqs[1].eos_token_id and len(outs[1].token_ids) <= 4
+
+
+def _simple_with_eos(model, r):
+    eos = model.eos_token_id
+    try:
+        if r.eos_token_id is not None:
+            model.eos_token_id = r.eos_token_id
+        return _simple(model, r).token_ids
+    finally:
+        model.eos_token_id = eos
+
+
+def test_ngram_guard_in_engine_equals_simple_path(golden_model):
+    reqs = _requests(golden_model)[:4]
+    for r in reqs:
+        r.ngram_size, r.window_size, r.max_new_tokens = 2, 8, 30
+        r.whitelist = {717}
+    outs = Engine(golden_model, max_batch=2, max_seq_len=1024).generate(reqs)
+    for r, o in zip(reqs, outs):
+        assert o.token_ids == _simple(golden_model, r).token_ids
+        assert o.timings["total_s"] >= o.timings["ttft_s"] > 0
+
+
+def test_engine_rejects_oversized_and_windowless_requests(golden_model):
+    ids = golden_model.build_input_ids("The quick brown fox", [])
+    with pytest.raises(ValueError, match="max_seq_len"):
+        Engine(golden_model, max_batch=1, max_seq_len=32).generate([PageRequest(ids, [], max_new_tokens=40)])
+    with pytest.raises(ValueError, match="window_size"):
+        Engine(golden_model, max_batch=1, max_seq_len=64).generate([PageRequest(ids, [], 4, ngram_size=3)])
