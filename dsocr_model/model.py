@@ -27,6 +27,8 @@ from .weights import DEFAULT_MODEL_ID, read_checkpoint, load_state, resolve_mode
 
 logger = logging.getLogger(__name__)
 
+KV_LEN_BUCKET = 128
+
 
 class Backbone(nn.Module):
     """Everything under the checkpoint's `model.` prefix."""
@@ -162,6 +164,9 @@ class DeepseekOCR(nn.Module):
         mask = None
         if cache is not None:
             kv_len = kv_len or int(positions.max()) + 1
+            # Round up so attention sees few distinct shapes (cuDNN builds a plan per shape); the mask
+            # hides the extra slots.
+            kv_len = min(-(-kv_len // KV_LEN_BUCKET) * KV_LEN_BUCKET, cache.max_len)
             mask = cache_mask(positions, kv_len)
         for layer in self.model.layers:
             x = layer(x, cos, sin, cache, positions, mask)
