@@ -120,8 +120,7 @@ class Engine:
             ids = torch.as_tensor(r.input_ids, dtype=torch.long, device=self.model.device)[None]
             x = self.model.model.embed_tokens(ids)
             feats = [next(blocks) for _ in r.images]
-            if feats:
-                x = self.model.scatter_image_features(ids, x, torch.cat(feats))
+            x = self.model.scatter_image_features(ids, x, torch.cat(feats) if feats else x.new_zeros((0, x.shape[-1])))
             T = ids.shape[1]
             logits[s] = self.model.step(x, torch.arange(T, device=ids.device)[None], self.cache.slot(s), T)[0]
             eos = self.model.eos_token_id if r.eos_token_id is None else r.eos_token_id

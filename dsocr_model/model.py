@@ -139,13 +139,9 @@ class DeepseekOCR(nn.Module):
     def embed(self, input_ids: torch.Tensor, images: Sequence[ImageViews]) -> torch.Tensor:
         """Token embeddings [B, T, D] with image blocks scattered over the placeholder positions."""
         x = self.model.embed_tokens(input_ids)
-        mask = input_ids == self.image_token_id
-        n_slots = int(mask.sum())
-        if not images:
-            if n_slots:
-                raise ValueError(f"input_ids hold {n_slots} image placeholders but no images were given")
-            return x
-        return self.scatter_image_features(input_ids, x, torch.cat(self.encode_images(images)))
+        blocks = self.encode_images(images)
+        feats = torch.cat(blocks) if blocks else x.new_zeros((0, x.shape[-1]))
+        return self.scatter_image_features(input_ids, x, feats)
 
     def scatter_image_features(self, input_ids: torch.Tensor, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """Write image features, in order, over the placeholder positions of embeddings x [B, T, D]."""
@@ -154,7 +150,7 @@ class DeepseekOCR(nn.Module):
         if feats.shape[0] != n_slots:
             raise ValueError(f"images give {feats.shape[0]} image tokens but input_ids hold {n_slots} placeholders "
                              f"(id {self.image_token_id}); build ids with build_input_ids()")
-        return x.masked_scatter(mask[..., None], feats.to(x.dtype))
+        return x.masked_scatter(mask[..., None], feats.to(x.dtype)) if n_slots else x
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
                kv_len: int | None = None) -> torch.Tensor:

@@ -21,10 +21,8 @@ def random_model():
 
 
 def _uncached_greedy(model, ids, views, n):
-    seq = ids.clone()
     out = []
-    embeds_img = model.embed(seq[None], views)  # vision once; then append token embeddings
-    x = embeds_img
+    x = model.embed(ids[None], views)  # vision once; then append token embeddings
     for _ in range(n):
         pos = torch.arange(x.shape[1])[None]
         nxt = int(model.lm_head(model.hidden(x, pos))[0, -1].float().argmax())

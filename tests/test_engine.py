@@ -71,3 +71,9 @@ def test_engine_rejects_oversized_and_windowless_requests(golden_model):
         Engine(golden_model, max_batch=1, max_seq_len=32).generate([PageRequest(ids, [], max_new_tokens=40)])
     with pytest.raises(ValueError, match="window_size"):
         Engine(golden_model, max_batch=1, max_seq_len=64).generate([PageRequest(ids, [], 4, ngram_size=3)])
+
+
+def test_engine_rejects_placeholders_without_images(golden_model):
+    ids = torch.tensor([0] + [golden_model.image_token_id] * 5 + [110])
+    with pytest.raises(ValueError, match="5 placeholders"):
+        Engine(golden_model, max_batch=1, max_seq_len=64).generate([PageRequest(ids, [], max_new_tokens=2)])
