@@ -60,11 +60,19 @@ class KVCache:
         self.v[layer][rows, :, positions] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
 
-    def slot(self, row: int) -> "KVCache":
-        """A one-row view of this cache (shares storage): prefill one request into its batch slot."""
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A view of batch rows start..stop (shares storage)."""
         view = KVCache.__new__(KVCache)
-        view.k, view.v = self.k[:, row:row + 1], self.v[:, row:row + 1]
+        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]
         return view
+
+    def slot(self, row: int) -> "KVCache":
+        """One row: prefill one request into its batch slot."""
+        return self.rows(row, row + 1)
+
+    def prefix(self, n: int) -> "KVCache":
+        """Rows 0..n: decode only the rows that can be live."""
+        return self.rows(0, n)
 
 
 def cache_mask(positions: torch.Tensor, kv_len: int) -> torch.Tensor:

@@ -1,26 +1,42 @@
-"""Batched greedy generation with continuous batching over one preallocated KV cache.
+"""Batched greedy generation: continuous batching over one preallocated KV cache, fed from any thread.
 
-Requests (image views + prompt ids + limits) wait in a queue; up to `max_batch` are in flight, each in
-one row ("slot") of a static cache [layers, max_batch, H, max_seq_len, hd]. Newly admitted pages have
-their views encoded together (vision batched across pages), then each prompt is prefilled into its slot.
-Every step decodes all slots at once (one token each, per-row positions and masks); the n-gram guard runs
-on the GPU as tensor ops; a finished slot is refilled from the queue at the next step.
+Callers `submit()` page requests (image views + prompt ids + limits) from any thread and get a
+`concurrent.futures.Future` back (`asubmit`/`astream` for asyncio, `stream` for a token iterator).
+A worker thread, alive only while there is work, keeps up to `max_batch` pages in flight, each in one
+row ("slot") of a static cache [layers, max_batch, H, max_seq_len, hd]:
 
-Host work per step: one read of the chosen ids (B ints) to detect EOS/limits and to refill slots.
-Results are returned in request order. The one-sequence path in generate.py is the yardstick.
+- each step admits up to `max_prefill_pages` waiting pages into free slots: their views are encoded
+  together (vision batched across pages), then each prompt is prefilled into its slot; admitting a few
+  per step lets decoding of the others go on (time to first token stays low under a long queue);
+- then every live slot decodes one token (rows 0..n, n a power of two, so small jobs stay cheap), with
+  the n-gram guard as tensor ops on the device; on CUDA the step replays a captured graph;
+- a finished slot is freed and refilled at the next step.
+
+Host work per step: one read of the chosen ids (n ints) to detect EOS/limits and to refill slots.
+The one-sequence path in generate.py is the yardstick the tests compare against.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
 
+from .cuda_graphs import DecodeGraphs, plan_max_batch
 from .decoder import KVCache
 from .ngram import ngram_penalty
 from .preprocess import ImageViews
+
+logger = logging.getLogger(__name__)
+_DONE = object()
+MAX_WINDOW = 128  # longest n-gram window the guard can look back over (official: 50 or 90)
 
 
 @dataclass
@@ -38,85 +54,167 @@ class PageRequest:
 class PageOutput:
     token_ids: list[int]
     finish_reason: str  # "eos" | "length"
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # queue_s, prefill_s, ttft_s, total_s
+
+
+@dataclass
+class _Pending:
+    req: PageRequest
+    future: Future
+    on_token: Callable[[int], None] | None
+    t_submit: float
 
 
 @dataclass
 class _Slot:
-    index: int  # request index
-    req: PageRequest
+    job: _Pending
     pos: int  # position of the next token to feed
-    out: list[int]
     eos: int
-    t_start: float
-    t_first: float = 0.0
+    timings: dict[str, float]
+    out: list[int] = field(default_factory=list)
 
 
 class Engine:
-    def __init__(self, model, max_batch: int = 8, max_seq_len: int | None = None) -> None:
-        self.model = model
-        self.max_batch = max_batch
-        self.max_seq_len = max_seq_len or model.config.decoder.max_position_embeddings
-        self.cache = KVCache(model.config.decoder, max_batch, self.max_seq_len, model.device, model.dtype)
+    """Thread-safe batched generator over one model.
 
-    @torch.inference_mode()
+    Args:
+        max_batch: pages in flight (KV cache rows). None: from the memory budget below.
+        max_seq_len: prompt + new tokens per page (KV cache length). None: the model's 8192.
+        memory_fraction: share of free GPU memory the KV cache may take when max_batch is None.
+        max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
+        max_prefill_pages: pages admitted per step (their prefill interleaves with decoding).
+        cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA).
+    """
+
+    def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
+                 memory_fraction: float = 0.9, max_batch_tokens: int | None = None,
+                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None) -> None:
+        self.model = model
+        self.max_seq_len = max_seq_len or model.config.decoder.max_position_embeddings
+        self.max_batch = max_batch or plan_max_batch(model, self.max_seq_len, memory_fraction, max_batch_tokens)
+        self.max_prefill_pages = max(1, max_prefill_pages)
+        self.cache = KVCache(model.config.decoder, self.max_batch, self.max_seq_len, model.device, model.dtype)
+        use_graphs = model.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
+        self._cond = threading.Condition()
+        self._waiting: deque[_Pending] = deque()
+        self._worker: threading.Thread | None = None
+        logger.info("engine: max_batch %d, max_seq_len %d, cuda graphs %s", self.max_batch, self.max_seq_len,
+                    bool(self.graphs))
+
+    # ---- submission API (any thread) ----------------------------------------------------------
+    def submit(self, request: PageRequest, on_token: Callable[[int], None] | None = None) -> Future:
+        """Queue one page; the Future resolves to its PageOutput. `on_token` runs in the worker thread."""
+        self._validate(request)
+        job = _Pending(request, Future(), on_token, time.perf_counter())
+        with self._cond:
+            self._waiting.append(job)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="dsocr-engine", daemon=True)
+                self._worker.start()
+            self._cond.notify()
+        return job.future
+
     def generate(self, requests: Sequence[PageRequest]) -> list[PageOutput]:
-        for r in requests:
-            if r.ngram_size and not r.window_size:
-                raise ValueError("the engine's n-gram guard needs a window_size (official: 90 or 50)")
-            need = len(r.input_ids) + r.max_new_tokens
-            if need > self.max_seq_len:
-                raise ValueError(f"prompt + max_new_tokens = {need} exceeds max_seq_len {self.max_seq_len}")
-        device, B = self.model.device, self.max_batch
-        waiting = deque(range(len(requests)))
+        """All requests at once; outputs in request order."""
+        futures = [self.submit(r) for r in requests]
+        return [f.result() for f in futures]
+
+    async def asubmit(self, request: PageRequest) -> PageOutput:
+        return await asyncio.wrap_future(self.submit(request))
+
+    def stream(self, request: PageRequest) -> Iterator[int]:
+        """New token ids as they are decoded (EOS included when hit)."""
+        q: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.submit(request, on_token=q.put)
+        future.add_done_callback(lambda _: q.put(_DONE))
+        while (tok := q.get()) is not _DONE:
+            yield tok
+        future.result()  # re-raise a failure
+
+    async def astream(self, request: PageRequest) -> AsyncIterator[int]:
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue()
+        future = self.submit(request, on_token=lambda t: loop.call_soon_threadsafe(q.put_nowait, t))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(q.put_nowait, _DONE))
+        while (tok := await q.get()) is not _DONE:
+            yield tok
+        future.result()
+
+    def _validate(self, r: PageRequest) -> None:
+        if r.ngram_size and not r.window_size:
+            raise ValueError("the engine's n-gram guard needs a window_size (official: 90 or 50)")
+        if r.ngram_size and r.window_size > MAX_WINDOW:
+            raise ValueError(f"window_size {r.window_size} exceeds the engine's {MAX_WINDOW}")
+        need = len(r.input_ids) + r.max_new_tokens
+        if need > self.max_seq_len:
+            raise ValueError(f"prompt + max_new_tokens = {need} exceeds max_seq_len {self.max_seq_len}")
+        placeholders = int((torch.as_tensor(r.input_ids) == self.model.image_token_id).sum())
+        image_tokens = sum(v.num_image_tokens for v in r.images)
+        if placeholders != image_tokens:
+            raise ValueError(f"images give {image_tokens} image tokens but input_ids hold {placeholders} "
+                             f"placeholders (id {self.model.image_token_id}); build ids with build_input_ids()")
+
+    # ---- worker thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        B, device = self.max_batch, self.model.device
         slots: list[_Slot | None] = [None] * B
-        results: list[PageOutput | None] = [None] * len(requests)
-        windows = {r.window_size for r in requests if r.ngram_size}
-        tail_len = max(windows | {1})
-        tail = torch.full((B, tail_len), -1, dtype=torch.long, device=device)  # newest generated ids, right-aligned
+        tail = torch.full((B, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest generated ids, right-aligned
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         logits = torch.zeros(B, self.model.config.decoder.vocab_size, device=device)
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    if not self._waiting and not any(slots):
+                        self._worker = None  # exit while idle; the next submit starts a new worker
+                        return
+                    admitted = self._admit(slots)
+                if admitted:
+                    self._prefill_isolated(admitted, slots, logits, tail, lengths)
+                try:
+                    self._decode(slots, logits, tail, lengths)
+                except Exception as e:
+                    logger.exception("engine: decode step failed")
+                    for s, st in enumerate(slots):
+                        if st is not None:
+                            slots[s] = None
+                            _fail(st.job.future, e)
 
-        while waiting or any(slots):
-            free = [s for s in range(B) if slots[s] is None]
-            admitted = [(s, waiting.popleft()) for s in free[: len(waiting)]]
-            if admitted:
-                self._prefill(requests, admitted, slots, logits, tail, lengths)
-            active = [s for s in range(B) if slots[s] is not None]
-            chosen = self._choose(logits, tail, lengths, slots).tolist()
-            for s in active:
-                st = slots[s]
-                tok = chosen[s]
-                st.out.append(tok)
-                if len(st.out) == 1:
-                    st.t_first = time.perf_counter()
-                done = "eos" if tok == st.eos else "length" if len(st.out) >= st.req.max_new_tokens else None
-                if done:
-                    now = time.perf_counter()
-                    results[st.index] = PageOutput(st.out, done, {"ttft_s": st.t_first - st.t_start,
-                                                                  "total_s": now - st.t_start})
-                    slots[s] = None
-            self._record(chosen, active, tail, lengths)
-            live = [s for s in range(B) if slots[s] is not None]
-            if not live:
-                continue
-            pos_list, tok_list = [0] * B, [0] * B  # built on the host, sent in one copy each
-            for s in live:
-                pos_list[s], tok_list[s] = slots[s].pos, slots[s].out[-1]
-                slots[s].pos += 1
-            positions = torch.tensor(pos_list, device=device)[:, None]
-            tokens = torch.tensor(tok_list, device=device)[:, None]
-            x = self.model.model.embed_tokens(tokens)
-            logits = self.model.step(x, positions, self.cache, max(pos_list) + 1)
-        return results  # type: ignore[return-value]
+    def _admit(self, slots: list[_Slot | None]) -> list[tuple[int, _Pending]]:
+        admitted = []
+        free = (s for s in range(len(slots)) if slots[s] is None)  # lowest rows first: live rows stay packed
+        while self._waiting and len(admitted) < self.max_prefill_pages:
+            s = next(free, None)
+            if s is None:
+                break
+            job = self._waiting.popleft()
+            if job.future.set_running_or_notify_cancel():  # False: cancelled while waiting
+                admitted.append((s, job))
+        return admitted
 
-    def _prefill(self, requests, admitted, slots, logits, tail, lengths) -> None:
+    def _prefill_isolated(self, admitted, slots, logits, tail, lengths) -> None:
+        """Prefill together; if that fails, page by page, so only a broken page fails."""
+        try:
+            self._prefill(admitted, slots, logits, tail, lengths)
+            return
+        except Exception as e:
+            if len(admitted) == 1:
+                logger.warning("engine: prefill failed: %s", e)
+                slots[admitted[0][0]] = None
+                _fail(admitted[0][1].future, e)
+                return
+        for one in admitted:
+            self._prefill_isolated([one], slots, logits, tail, lengths)
+
+    def _prefill(self, admitted, slots, logits, tail, lengths) -> None:
         """Encode the admitted pages' views together, then prefill each prompt into its slot."""
         t0 = time.perf_counter()
-        images = [v for _, i in admitted for v in requests[i].images]
+        images = [v for _, job in admitted for v in job.req.images]
         blocks = iter(self.model.encode_images(images))
-        for s, i in admitted:
-            r = requests[i]
+        t_vision = (time.perf_counter() - t0) / len(admitted)
+        for s, job in admitted:
+            t1 = time.perf_counter()
+            r = job.req
             ids = torch.as_tensor(r.input_ids, dtype=torch.long, device=self.model.device)[None]
             x = self.model.model.embed_tokens(ids)
             feats = [next(blocks) for _ in r.images]
@@ -124,17 +222,67 @@ class Engine:
             T = ids.shape[1]
             logits[s] = self.model.step(x, torch.arange(T, device=ids.device)[None], self.cache.slot(s), T)[0]
             eos = self.model.eos_token_id if r.eos_token_id is None else r.eos_token_id
-            slots[s] = _Slot(i, r, T, [], eos, t0)
+            timings = {"queue_s": t0 - job.t_submit, "prefill_s": t_vision + time.perf_counter() - t1}
+            slots[s] = _Slot(job, T, eos, timings)
             tail[s] = -1
             lengths[s] = 0
 
-    def _choose(self, logits, tail, lengths, slots) -> torch.Tensor:
-        """Greedy ids [B] after the per-request n-gram guard (grouped by guard settings)."""
+    def _decode(self, slots, logits, tail, lengths) -> None:
+        """Choose a token for every live slot, hand it out, then run one decode step over rows 0..n."""
+        live = [s for s, st in enumerate(slots) if st is not None]
+        if not live:
+            return
+        n = _rows(max(live) + 1, self.max_batch)
+        chosen_dev = self._choose(logits[:n], tail[:n], lengths[:n], slots[:n])
+        chosen = chosen_dev.tolist()  # the one host sync per step
+        tail[:n] = torch.cat([tail[:n, 1:], chosen_dev[:, None]], dim=1)
+        lengths[torch.tensor(live, device=lengths.device)] += 1
+        for s in live:
+            self._emit(slots, s, chosen[s])
+        live = [s for s, st in enumerate(slots) if st is not None]
+        if not live:
+            return
+        n = _rows(max(live) + 1, self.max_batch)
+        pos_list, tok_list = [0] * n, [0] * n  # built on the host, sent in one copy each
+        for s in live:
+            pos_list[s], tok_list[s] = slots[s].pos, slots[s].out[-1]
+            slots[s].pos += 1
+        positions = torch.tensor(pos_list, device=logits.device)[:, None]
+        tokens = torch.tensor(tok_list, device=logits.device)[:, None]
+        kv_len = max(pos_list) + 1
+        if self.graphs is not None:
+            logits[:n] = self.graphs.step(tokens, positions, kv_len)
+        else:
+            x = self.model.model.embed_tokens(tokens)
+            logits[:n] = self.model.step(x, positions, self.cache.prefix(n), kv_len)
+
+    def _emit(self, slots, s: int, tok: int) -> None:
+        st = slots[s]
+        st.out.append(tok)
+        now = time.perf_counter()
+        if len(st.out) == 1:
+            st.timings["ttft_s"] = now - st.job.t_submit
+        try:
+            if st.job.on_token is not None:
+                st.job.on_token(tok)
+        except Exception as e:  # a broken consumer ends its own request only
+            slots[s] = None
+            _fail(st.job.future, e)
+            return
+        done = "eos" if tok == st.eos else "length" if len(st.out) >= st.job.req.max_new_tokens else None
+        if done:
+            st.timings["total_s"] = now - st.job.t_submit
+            slots[s] = None
+            st.job.future.set_result(PageOutput(st.out, done, st.timings))
+
+    @staticmethod
+    def _choose(logits, tail, lengths, slots) -> torch.Tensor:
+        """Greedy ids [n] after the per-request n-gram guard (grouped by guard settings)."""
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
         for s, st in enumerate(slots):
-            if st is not None and st.req.ngram_size:
-                r = st.req
-                groups.setdefault((r.ngram_size, r.window_size or tail.shape[1], tuple(sorted(r.whitelist))), []).append(s)
+            if st is not None and st.job.req.ngram_size:
+                r = st.job.req
+                groups.setdefault((r.ngram_size, r.window_size, tuple(sorted(r.whitelist))), []).append(s)
         for (n, w, wl), rows in groups.items():
             idx = torch.tensor(rows, device=logits.device)
             pen = ngram_penalty(tail[idx, tail.shape[1] - w:], lengths[idx], n,
@@ -142,9 +290,12 @@ class Engine:
             logits[idx] += pen
         return logits.argmax(dim=-1)
 
-    @staticmethod
-    def _record(chosen, active, tail, lengths) -> None:
-        new = torch.tensor(chosen, device=tail.device)
-        tail.copy_(torch.cat([tail[:, 1:], new[:, None]], dim=1))
-        if active:
-            lengths[torch.tensor(active, device=tail.device)] += 1
+
+def _rows(live_rows: int, max_batch: int) -> int:
+    """Decode rows 0..n with n the next power of two: few distinct shapes (graphs), little waste."""
+    return min(1 << (live_rows - 1).bit_length(), max_batch)
+
+
+def _fail(future: Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
