@@ -6,41 +6,14 @@ tile cap (`max_crops` 6 vs 9).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from PIL import Image, ImageOps
 
+from .modes import MIN_CROPS, MODES, TILE_THRESHOLD, choose_grid, count_image_tokens
+
 PAD_COLOR = (127, 127, 127)  # tuple(int(0.5 * 255)) for mean 0.5: mid-grey, not black
-TILE_THRESHOLD = 640  # tiling happens only when a side exceeds 640, whatever the tile size
-MIN_CROPS = 2
-
-# mode -> (base_size: global view side, image_size: tile side, crop_mode)
-MODES: dict[str, tuple[int, int, bool]] = {
-    "tiny": (512, 512, False),
-    "small": (640, 640, False),
-    "base": (1024, 1024, False),
-    "large": (1280, 1280, False),
-    "gundam": (1024, 640, True),
-    "gundam-m": (1280, 1024, True),
-}
-
-
-def tokens_per_side(view_size: int, patch_size: int = 16, downsample: int = 4) -> int:
-    """Vision tokens per side of a square view: patch 16, then 4x by net_2/net_3 (1024 -> 16)."""
-    return math.ceil((view_size // patch_size) / downsample)
-
-
-def count_image_tokens(base_size: int, image_size: int, grid: tuple[int, int]) -> int:
-    """Placeholders for one image: global rows + newlines + separator, then tiled rows + newlines."""
-    q = tokens_per_side(base_size)
-    n = q * (q + 1) + 1
-    nw, nh = grid
-    if nw > 1 or nh > 1:
-        q2 = tokens_per_side(image_size)
-        n += (q2 * nh) * (q2 * nw + 1)
-    return n
 
 
 @dataclass
@@ -85,34 +58,6 @@ class ImageViews:
         return ImageViews(self.global_view.to(device=device, dtype=dtype),
                           self.tiles.to(device=device, dtype=dtype), self.grid)
 
-
-def candidate_grids(max_crops: int, min_crops: int = MIN_CROPS) -> list[tuple[int, int]]:
-    """All (cols, rows) with min <= cols*rows <= max, ordered by area.
-
-    The reference sorts a Python *set*; the stable sort keeps the set's iteration order among grids of
-    equal area, so build it the same way to break exact ties identically.
-    """
-    grids = set(
-        (i, j)
-        for n in range(min_crops, max_crops + 1)
-        for i in range(1, n + 1)
-        for j in range(1, n + 1)
-        if min_crops <= i * j <= max_crops
-    )
-    return sorted(grids, key=lambda g: g[0] * g[1])
-
-
-def choose_grid(width: int, height: int, tile_size: int, max_crops: int) -> tuple[int, int]:
-    """Grid whose aspect is closest to the image's; exact ties go to the larger grid for big images."""
-    aspect = width / height
-    best, best_diff = (1, 1), float("inf")
-    for cols, rows in candidate_grids(max_crops):
-        diff = abs(aspect - cols / rows)
-        if diff < best_diff:
-            best, best_diff = (cols, rows), diff
-        elif diff == best_diff and width * height > 0.5 * tile_size * tile_size * cols * rows:
-            best = (cols, rows)
-    return best
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

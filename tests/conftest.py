@@ -10,6 +10,7 @@ import torch
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
 SPEC = DATA / "spec"
+FIXTURES = DATA / "fixtures"
 
 
 def u8_to_normalised(u8: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,26 @@
+"""Typed errors for bad input: each names the file and says what to do."""
+from __future__ import annotations
+
+
+class DsocrInputError(ValueError):
+    """Base class: a source that cannot be read as asked."""
+
+
+class UnsupportedFormatError(DsocrInputError):
+    """Neither a PDF nor an image format we can read."""
+
+
+class EmptyInputError(DsocrInputError):
+    """Zero bytes, or a PDF with no pages."""
+
+
+class CorruptFileError(DsocrInputError):
+    """Looks like a PDF or an image but cannot be decoded."""
+
+
+class PasswordError(DsocrInputError):
+    """An encrypted PDF without a password, or with the wrong one."""
+
+
+class PageRangeError(DsocrInputError):
+    """A page selection that does not fit the document."""
