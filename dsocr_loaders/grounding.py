@@ -108,7 +108,8 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
     """
     if finish_reason is None and EOS_TEXT in raw_text:
         finish_reason = "eos"
-    text = _strip_dangling_tag(raw_text.split(EOS_TEXT)[0])
+    cut = raw_text.split(EOS_TEXT)[0]
+    text = _strip_dangling_tag(cut)
     matches = _matches(text)
     elements: list[Element] = []
     pieces: list[str] = []
@@ -117,7 +118,7 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
         elements.append(Element("text", lead))
         pieces.append(lead)
     figures = 0
-    cut_inside_tag = False
+    cut_inside_tag = text != cut
     for i, (start, end, label, coords, closed) in enumerate(matches):
         content = text[end: matches[i + 1][0] if i + 1 < len(matches) else len(text)]
         cut_inside_tag |= not closed

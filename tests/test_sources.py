@@ -186,3 +186,11 @@ def test_pdf_dates():
     assert pdf_date("D:2021") == "2021-01-01T00:00:00"
     assert pdf_date("D:20200101120000Z") == "2020-01-01T12:00:00+00:00"
     assert pdf_date("yesterday") == "yesterday"
+
+
+def test_scanned_and_right_to_left_pages():
+    (scan,) = pages_of(PDF / "c02-22.pdf")
+    assert (scan.width, round(scan.height, 2)) == (384.0, 470.88) and scan.image.size == (768, 942)
+    assert np.asarray(scan.image).std() > 20  # the scanned picture itself, not a blank page
+    (arabic,) = pages_of(PDF / "right_to_left_01.pdf")
+    assert arabic.doc_metadata["author"] == "Ahmad Jaber T Algadeeb" and arabic.image.size == (1224, 1584)
