@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--pages", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=200)
-    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--max-batch", type=int, default=None, help="default: from free GPU memory (8 on CPU)")
     ap.add_argument("--baseline", type=int, default=0, help="also time the naive path on this many pages")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -45,8 +45,35 @@ def main() -> None:
         return [PageRequest(ids, views, args.new_tokens, ngram_size=20, window_size=50,
                             whitelist={128821, 128822}, eos_token_id=-1) for _ in range(n)]
 
-    engine = Engine(model, max_batch=args.max_batch, max_seq_len=len(ids) + args.new_tokens)
-    engine.generate(requests(min(2, args.pages)))  # warm-up
+    seq = len(ids) + args.new_tokens
+    # Batch 1 first, on a fresh allocator, so its peak memory is its own.
+    b1 = {}
+    for graphs in ([False, True] if cuda else [False]):
+        engine1 = Engine(model, max_batch=1, max_seq_len=seq, cuda_graphs=graphs)
+        engine1.generate(requests(1))  # warm-up (captures the graphs it needs)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync(args.device)
+        t0 = time.perf_counter()
+        (out,) = engine1.generate(requests(1))
+        sync(args.device)
+        dt1 = time.perf_counter() - t0
+        peak1 = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        b1[graphs] = args.new_tokens / dt1
+        print(f"{name} | batch 1 ({'CUDA graphs' if graphs else 'eager'}): {dt1:.2f} s = {b1[graphs]:.1f} tok/s, "
+              f"TTFT {out.timings['ttft_s'] * 1e3:.1f} ms, prefill {out.timings['prefill_s'] * 1e3:.1f} ms, "
+              f"peak {peak1:.2f} GiB")
+        del engine1
+    if cuda:
+        print(f"  batch-1 CUDA graphs vs eager: x{b1[True] / b1[False]:.2f} (same run)")
+        torch.cuda.empty_cache()
+
+    engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq)
+    sync(args.device)
+    t0 = time.perf_counter()
+    engine.generate(requests(args.pages))  # cold: captures every graph this schedule needs
+    sync(args.device)
+    print(f"  cold run (incl. CUDA graph captures): {time.perf_counter() - t0:.2f} s")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync(args.device)
@@ -57,17 +84,12 @@ def main() -> None:
     n_tok = sum(len(o.token_ids) for o in outs)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
     ttft = sorted(o.timings["ttft_s"] for o in outs)
-    print(f"{name} | engine: {args.pages} pages x {args.new_tokens} new tokens, max_batch {args.max_batch}, "
-          f"prompt {len(ids)} ids")
+    prefill = sorted(o.timings["prefill_s"] for o in outs)
+    print(f"{name} | engine: {args.pages} pages x {args.new_tokens} new tokens, max_batch {engine.max_batch}, "
+          f"prompt {len(ids)} ids, CUDA graphs {engine.graphs is not None}")
     print(f"  {dt:.2f} s, {args.pages / dt:.2f} pages/s, {n_tok / dt:,.0f} decoded tok/s, "
-          f"TTFT median {ttft[len(ttft) // 2] * 1e3:.0f} ms, peak {peak:.2f} GiB")
-    engine1 = Engine(model, max_batch=1, max_seq_len=len(ids) + args.new_tokens)
-    sync(args.device)
-    t0 = time.perf_counter()
-    engine1.generate(requests(1))
-    sync(args.device)
-    b1 = time.perf_counter() - t0
-    print(f"  batch-1 latency {b1:.2f} s = {args.new_tokens / b1:.1f} tok/s")
+          f"prefill median {prefill[len(prefill) // 2] * 1e3:.1f} ms/page, "
+          f"TTFT median {ttft[len(ttft) // 2] * 1e3:.0f} ms (first {ttft[0] * 1e3:.0f} ms), peak {peak:.2f} GiB")
     if args.baseline:
         sync(args.device)
         t0 = time.perf_counter()

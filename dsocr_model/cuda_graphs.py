@@ -50,6 +50,10 @@ def plan_max_batch(model, max_seq_len: int, memory_fraction: float = 0.9,
     return min(n, MAX_BATCH_CAP)
 
 
+class GraphCaptureError(RuntimeError):
+    """Capturing the decode step failed (an op that cannot be captured); eager decoding still works."""
+
+
 class DecodeGraphs:
     """Replays the batched decode step (embed -> 12 layers -> last-position head) as CUDA graphs."""
 
@@ -88,8 +92,11 @@ class DecodeGraphs:
                 self._forward(n, kv_len)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self._forward(n, kv_len)
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                self._forward(n, kv_len)
+        except Exception as e:
+            raise GraphCaptureError(f"capturing the decode step (rows {n}, kv_len {kv_len}) failed: {e}") from e
         self.graphs[(n, kv_len)] = graph
         logger.debug("captured decode graph rows=%d kv_len=%d", n, kv_len)
         return graph

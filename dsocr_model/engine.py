@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .cuda_graphs import DecodeGraphs, plan_max_batch
+from .cuda_graphs import DecodeGraphs, GraphCaptureError, plan_max_batch
 from .decoder import KVCache
 from .ngram import ngram_penalty
 from .preprocess import ImageViews
@@ -83,7 +83,7 @@ class Engine:
         memory_fraction: share of free GPU memory the KV cache may take when max_batch is None.
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
         max_prefill_pages: pages admitted per step (their prefill interleaves with decoding).
-        cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA).
+        cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
     """
 
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
@@ -94,7 +94,8 @@ class Engine:
         self.max_batch = max_batch or plan_max_batch(model, self.max_seq_len, memory_fraction, max_batch_tokens)
         self.max_prefill_pages = max(1, max_prefill_pages)
         self.cache = KVCache(model.config.decoder, self.max_batch, self.max_seq_len, model.device, model.dtype)
-        use_graphs = model.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
+        use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
         self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
         self._cond = threading.Condition()
         self._waiting: deque[_Pending] = deque()
@@ -251,10 +252,14 @@ class Engine:
         tokens = torch.tensor(tok_list, device=logits.device)[:, None]
         kv_len = max(pos_list) + 1
         if self.graphs is not None:
-            logits[:n] = self.graphs.step(tokens, positions, kv_len)
-        else:
-            x = self.model.model.embed_tokens(tokens)
-            logits[:n] = self.model.step(x, positions, self.cache.prefix(n), kv_len)
+            try:
+                logits[:n] = self.graphs.step(tokens, positions, kv_len)
+                return
+            except GraphCaptureError as e:  # keep serving, eagerly, rather than fail every page
+                logger.warning("%s; decoding eagerly from now on", e)
+                self.graphs = None
+        x = self.model.model.embed_tokens(tokens)
+        logits[:n] = self.model.step(x, positions, self.cache.prefix(n), kv_len)
 
     def _emit(self, slots, s: int, tok: int) -> None:
         st = slots[s]
