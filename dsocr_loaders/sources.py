@@ -158,7 +158,8 @@ class PdfDocument:
                 yield PageImage(None, i, str(i + 1), self.total_pages, 0.0, 0.0, "pt", self.name,
                                 doc_metadata=self.metadata, error=f"render failed: {e}")
                 continue
-            yield PageImage(image, i, label, self.total_pages, rect.width, rect.height, "pt", self.name, rotation,
+            yield PageImage(image, i, label, self.total_pages, round(rect.width, 2), round(rect.height, 2), "pt",
+                            self.name, rotation,
                             self.metadata, render_s=time.perf_counter() - t0)
 
     def close(self) -> None:

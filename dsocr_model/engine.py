@@ -18,10 +18,12 @@ The one-sequence path in generate.py is the yardstick the tests compare against.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -37,7 +39,8 @@ from .preprocess import ImageViews
 logger = logging.getLogger(__name__)
 _DONE = object()
 IDLE_EXIT_S = 30.0  # an idle worker thread exits after this long
-MAX_WINDOW = 128  # longest n-gram window the guard can look back over (official: 50 or 90)
+MAX_WINDOW = 128
+_LIVE_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # longest n-gram window the guard can look back over (official: 50 or 90)
 
 
 @dataclass
@@ -101,6 +104,8 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: deque[_Pending] = deque()
         self._worker: threading.Thread | None = None
+        self._closed = False
+        _LIVE_ENGINES.add(self)
         logger.info("engine: max_batch %d, max_seq_len %d, cuda graphs %s", self.max_batch, self.max_seq_len,
                     bool(self.graphs))
 
@@ -110,12 +115,23 @@ class Engine:
         self._validate(request)
         job = _Pending(request, Future(), on_token, time.perf_counter())
         with self._cond:
+            if self._closed:
+                raise RuntimeError("engine is closed")
             self._waiting.append(job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._run, name="dsocr-engine", daemon=True)
                 self._worker.start()
             self._cond.notify()
         return job.future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking requests, let the worker finish what it holds, and wait for it."""
+        with self._cond:
+            self._closed = True
+            worker = self._worker
+            self._cond.notify_all()
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
 
     def generate(self, requests: Sequence[PageRequest]) -> list[PageOutput]:
         """All requests at once; outputs in request order."""
@@ -170,7 +186,8 @@ class Engine:
                     if not self._waiting and not any(slots):
                         # Linger before exiting: a new thread re-creates its cuBLAS/cuDNN handles and
                         # attention plans (thread-local), ~0.3 s on the first page of every burst.
-                        self._cond.wait(timeout=IDLE_EXIT_S)
+                        if not self._closed:
+                            self._cond.wait(timeout=IDLE_EXIT_S)
                         if not self._waiting:
                             self._worker = None  # the next submit starts a new worker
                             return
@@ -309,3 +326,10 @@ def _rows(live_rows: int, max_batch: int) -> int:
 def _fail(future: Future, error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+@atexit.register
+def _close_all() -> None:
+    """Stop idle workers before the interpreter tears down (a thread parked in torch state at exit can abort)."""
+    for engine in list(_LIVE_ENGINES):
+        engine.close(timeout=2.0)

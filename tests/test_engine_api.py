@@ -98,3 +98,13 @@ def test_memory_budget_sizes_the_batch(golden_model):
     assert plan_max_batch(golden_model, 256, max_batch_tokens=10) == 1
     assert Engine(golden_model, max_seq_len=256, max_batch_tokens=768).max_batch == 3
     assert Engine(golden_model, max_seq_len=64).max_batch == 8  # CPU default
+
+
+def test_close_finishes_work_and_refuses_more(golden_model, expected):
+    engine = Engine(golden_model, max_batch=2, max_seq_len=128)
+    fut = engine.submit(_text_request(golden_model, TEXTS[0], 5))
+    engine.close()
+    assert fut.result(timeout=60).token_ids == expected[TEXTS[0]]
+    assert engine._worker is None
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(_text_request(golden_model, TEXTS[1], 6))

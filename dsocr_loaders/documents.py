@@ -1,0 +1,96 @@
+"""PageResults -> flat, JSON-serializable metadata and stable ids: shared by the LangChain and LlamaIndex adapters.
+
+Metadata follows LangChain's PDF loaders (`source`, `file_path`, `page` 0-based, `page_label`,
+`total_pages`, PDF `creationdate`/`creator`/`producer`) plus namespaced `ocr_*` keys. Boxes are a JSON
+string by default because vector stores such as Chroma reject nested metadata.
+Ids hash the source's bytes, the page (and element), the OCR settings and the model, so re-ingesting an
+unchanged file gives the same ids (LangChain `index()`, LlamaIndex docstore upserts) whatever its path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .results import Element, PageResult
+
+PDF_KEYS = ("title", "author", "subject", "keywords", "creator", "producer", "creationdate", "moddate")
+
+
+def content_hash(data: bytes | str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    if isinstance(data, (bytes, bytearray)):
+        h.update(data)
+    else:
+        with open(data, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def stable_id(*parts: Any) -> str:
+    """A UUID-formatted id derived from `parts` (LangChain asks for UUIDs; LlamaIndex takes any string)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def inputs(file_path: Any) -> list[str]:
+    """One or many paths -> list of str paths (directories are expanded by the pipeline)."""
+    if isinstance(file_path, (str, os.PathLike)):
+        return [str(file_path)]
+    return [str(p) for p in file_path]
+
+
+def page_metadata(r: PageResult, source: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"source": source, "file_path": source, "page": r.page, "page_label": r.page_label,
+                            "total_pages": r.total_pages}
+    meta.update({k: r.doc_metadata[k] for k in PDF_KEYS if r.doc_metadata.get(k) not in (None, "")})
+    return meta
+
+
+def ocr_metadata(r: PageResult, include_boxes: bool = True, nested: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "ocr_model": r.settings.get("model"), "ocr_mode": r.settings.get("mode"), "ocr_task": r.settings.get("task"),
+        "ocr_status": r.status, "ocr_finish_reason": r.finish_reason, "ocr_vision_tokens": r.vision_tokens,
+        "ocr_text_tokens": r.text_tokens, "page_width": r.width, "page_height": r.height, "page_unit": r.unit,
+    }
+    if r.error:
+        meta["ocr_error"] = r.error
+    if include_boxes:
+        boxes = [e.to_dict() for e in r.elements if e.bbox is not None]
+        meta["ocr_elements"] = boxes if nested else json.dumps(boxes, ensure_ascii=False)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def element_metadata(e: Element, index: int, nested: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"category": e.label, "element_index": index}
+    if e.bbox is not None:
+        meta["bbox"] = list(e.bbox) if nested else json.dumps(list(e.bbox))
+        meta["bbox_norm"] = list(e.bbox_norm) if nested else json.dumps(list(e.bbox_norm))
+    if e.image_name:
+        meta["image_name"] = e.image_name
+    return meta
+
+
+def single_status(results: Iterable[PageResult]) -> dict[str, Any]:
+    """Status of a whole file: "ok", or "partial" with the pages that are not ok."""
+    bad = [r.page for r in results if r.status != "ok"]
+    return {"ocr_status": "partial" if bad else "ok", "ocr_pages_not_ok": json.dumps(bad)}
+
+
+def save_figures(r: PageResult, folder: str | os.PathLike, stem: str) -> None:
+    """Write figure crops as JPEG under `folder` and point the markdown links at the files."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "doc"
+    for e in r.figures:
+        if e.image is None or not e.image_name:
+            continue
+        path = out / f"{safe_stem}_{Path(e.image_name).name}"
+        e.image.convert("RGB").save(path, "JPEG", quality=95)
+        r.markdown = r.markdown.replace(f"]({e.image_name})", f"]({path.as_posix()})")
+        e.image_name = path.as_posix()
