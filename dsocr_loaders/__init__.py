@@ -13,7 +13,7 @@ _EXPORTS = {
     "OCREngine": "engines", "OCRRequest": "engines", "OCRResponse": "engines", "LocalEngine": "engines",
     "parse_pages": "sources", "PageImage": "sources",
     "DsocrInputError": "errors", "UnsupportedFormatError": "errors", "EmptyInputError": "errors",
-    "CorruptFileError": "errors", "PasswordError": "errors", "PageRangeError": "errors",
+    "CorruptFileError": "errors", "PasswordError": "errors", "PageRangeError": "errors", "ResultCache": "cache",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -120,6 +120,8 @@ class DeepSeekOCRLoader(BaseLoader, _Settings):
         include_boxes: add the page's boxes as `ocr_elements`; nested_metadata: as lists, not JSON strings.
         figures_dir: save figure crops there and link them from the markdown.
         progress: show a tqdm bar per file.
+        cache: None (default, off), True (user cache dir), a sqlite path or a ResultCache: unchanged
+            pages are not OCR'd again (key: page pixels + settings + model).
     """
 
     def __init__(self, file_path: str | Path | list[str | Path], *, pages: Any = None, password: str | None = None,

@@ -50,6 +50,7 @@ class DeepSeekOCRReader(BasePydanticReader):
     table_format: str = "html"
     include_boxes: bool = True
     extract_figures: bool = False  # also yield an ImageDocument per figure crop
+    cache: Any = Field(default=None, description="None/False, True (user cache dir), a sqlite path or a ResultCache")
     engine: Any = Field(default=None, exclude=True, description="an engine instance instead of model/device")
     _pipeline: OCRPipeline | None = PrivateAttr(default=None)
 
@@ -65,7 +66,7 @@ class DeepSeekOCRReader(BasePydanticReader):
             self._pipeline = OCRPipeline(self.model, device=self.device, engine=self.engine, task=self.task,
                                          prompt=self.prompt, mode=self.mode, max_new_tokens=self.max_new_tokens,
                                          dpi=self.dpi, table_format=self.table_format,
-                                         extract_figures=self.extract_figures)
+                                         extract_figures=self.extract_figures, cache=self.cache)
         return self._pipeline
 
     def __getstate__(self) -> dict[str, Any]:  # drop the live pipeline (and model); rebuilt lazily

@@ -11,8 +11,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Any, Union
 
+from .cache import ResultCache, page_key
 from .engines import DEFAULT_MODEL, LocalEngine, OCREngine, OCRRequest
 from .errors import DsocrInputError
 from .grounding import parse_page
@@ -42,6 +44,8 @@ class OCRPipeline:
         on_error: "raise" a typed error for a source that cannot be opened, or "page": report it as an
             error PageResult and go on with the next source.
         max_in_flight: pages submitted ahead of the one being returned (default from the engine).
+        cache: None/False (off), True (the user cache dir), a path to a sqlite file, or a ResultCache:
+            pages whose pixels, settings and model were seen before are not OCR'd again.
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", engine: OCREngine | None = None,
@@ -49,7 +53,7 @@ class OCRPipeline:
                  mode: str = "gundam", max_crops: int = 6, max_new_tokens: int = 8192,
                  ngram_size: int | None = 20, window_size: int = 50, dpi: float = DEFAULT_DPI,
                  table_format: str = "html", extract_figures: bool = True, on_error: str = "raise",
-                 max_in_flight: int | None = None, glob: str = "**/*") -> None:
+                 max_in_flight: int | None = None, glob: str = "**/*", cache: Any = None) -> None:
         if on_error not in ("raise", "page"):
             raise ValueError("on_error must be 'raise' or 'page'")
         if table_format not in ("html", "markdown"):
@@ -60,6 +64,7 @@ class OCRPipeline:
         self.model, self.device, self._engine = model, device, engine
         self.dpi, self.table_format, self.extract_figures = dpi, table_format, extract_figures
         self.on_error, self.max_in_flight, self.glob = on_error, max_in_flight, glob
+        self.cache = _open_cache(cache)
 
     @property
     def engine(self) -> OCREngine:
@@ -116,11 +121,22 @@ class OCRPipeline:
         if isinstance(item, PageResult) or item.error:
             return None
         s = self.settings
+        key = None
+        if self.cache is not None and self.cache.enabled:
+            key = page_key(item.image, s.key(), getattr(self.engine, "identity", type(self.engine).__name__))
+            hit = self.cache.get(key)
+            if hit is not None:
+                done: Future = Future()
+                done.set_result(hit)
+                return done
         try:
-            return self.engine.submit(OCRRequest(item.image, s.resolved_prompt(), s.mode, s.max_crops,
-                                                 s.max_new_tokens, s.ngram_size, s.window_size, s.whitelist))
+            future = self.engine.submit(OCRRequest(item.image, s.resolved_prompt(), s.mode, s.max_crops,
+                                                   s.max_new_tokens, s.ngram_size, s.window_size, s.whitelist))
         except Exception as e:  # e.g. an engine that refuses the request up front
             return e
+        if key is not None:
+            future.cache_key = key  # stored by _result before the page is handed out
+        return future
 
     def _result(self, item: Item, future: Any) -> PageResult:
         if isinstance(item, PageResult):
@@ -131,6 +147,8 @@ class OCRPipeline:
             if isinstance(future, Exception):
                 raise future
             response = future.result()
+            if getattr(future, "cache_key", None):
+                self.cache.put(future.cache_key, response)  # committed before the caller sees the page
             t0 = time.perf_counter()
             result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
                                 image=item.image if self.extract_figures else None,
@@ -159,3 +177,11 @@ class OCRPipeline:
                            "model": getattr(self.engine, "identity", type(self.engine).__name__),
                            "settings_key": s.key()}
         return result
+
+
+def _open_cache(cache: Any) -> ResultCache | None:
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, ResultCache):
+        return cache
+    return ResultCache(None if cache is True else cache)

@@ -1,0 +1,70 @@
+"""Result cache: a second run does no OCR; other settings miss; a broken cache degrades, never fails a page."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+from conftest import FIXTURES
+from dsocr_loaders import OCRPipeline
+from dsocr_loaders.cache import ResultCache
+from dsocr_loaders.langchain import DeepSeekOCRLoader
+from dsocr_loaders.llama_index import DeepSeekOCRReader
+from test_pipeline import FakeEngine
+
+PDF = FIXTURES / "pdf" / "multi_page.pdf"
+
+
+def test_second_run_is_served_from_the_cache(tmp_path):
+    db = tmp_path / "cache.sqlite"
+    first_engine, second_engine = FakeEngine(), FakeEngine()
+    first = list(OCRPipeline(engine=first_engine, cache=db).run(PDF))
+    second = list(OCRPipeline(engine=second_engine, cache=db).run(PDF))
+    assert first_engine.calls == 5 and second_engine.calls == 0
+    assert [r.markdown for r in first] == [r.markdown for r in second]
+    assert [r.status for r in second] == ["ok"] * 5 and all(r.timings.get("cache_hit") for r in second)
+    assert second[0].text_tokens == 321 and second[0].elements[1].bbox == first[0].elements[1].bbox
+    other = FakeEngine()
+    list(OCRPipeline(engine=other, cache=db, mode="base").run(PDF, pages=[0]))
+    assert other.calls == 1  # another mode is another key
+
+
+def test_adapters_pass_the_cache_through(tmp_path):
+    db = tmp_path / "c.sqlite"
+    DeepSeekOCRLoader(PDF, engine=FakeEngine(), pages=[0], cache=db).load()
+    engine = FakeEngine()
+    docs = DeepSeekOCRReader(engine=engine, pages=[0], cache=str(db)).load_data(PDF)
+    assert engine.calls == 0 and docs[0].metadata["ocr_status"] == "ok"
+
+
+def test_corrupt_or_unwritable_cache_degrades_to_no_cache(tmp_path, caplog):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    engine = FakeEngine()
+    results = list(OCRPipeline(engine=engine, cache=bad).run(PDF, pages=[0, 1]))
+    assert [r.status for r in results] == ["ok", "ok"] and engine.calls == 2
+    assert "disabled" in caplog.text
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    cache = ResultCache(blocked / "sub" / "c.sqlite")  # parent is a file: cannot create
+    assert not cache.enabled
+
+
+def test_a_finished_page_survives_a_killed_process(tmp_path):
+    """Pages are committed one by one: a process killed after two pages leaves those two in the cache."""
+    db = tmp_path / "k.sqlite"
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(FIXTURES.parents[1])!r})
+from test_pipeline import FakeEngine
+from dsocr_loaders import OCRPipeline
+for r in OCRPipeline(engine=FakeEngine(), cache={str(db)!r}, max_in_flight=1).run({str(PDF)!r}):
+    if r.page == 1:
+        os._exit(9)   # no cleanup, like kill -9
+"""
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    assert rows >= 2
+    engine = FakeEngine()
+    list(OCRPipeline(engine=engine, cache=db).run(PDF))
+    assert engine.calls == 5 - rows
