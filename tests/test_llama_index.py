@@ -97,3 +97,13 @@ def test_each_adapter_imports_without_the_other_framework_or_torch():
         code = (f"import sys; sys.modules[{blocked!r}] = None; import {module}; "
                 "assert 'torch' not in sys.modules")
         subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_simple_directory_reader_with_worker_processes(tmp_path):
+    """num_workers > 1 pickles the reader into spawned processes; each loads the model lazily."""
+    for name in ("a", "b"):
+        shutil.copy(FIXTURES / "pdf" / "c02-22.pdf", tmp_path / f"{name}.pdf")
+    reader = DeepSeekOCRReader(model=str(GOLDEN), device="cpu", mode="tiny", max_new_tokens=3)
+    docs = SimpleDirectoryReader(tmp_path, file_extractor={".pdf": reader}).load_data(num_workers=2)
+    assert sorted(d.metadata["file_name"] for d in docs) == ["a.pdf", "b.pdf"]
+    assert {d.metadata["ocr_status"] for d in docs} == {"truncated"} and docs[0].id_ == docs[1].id_
