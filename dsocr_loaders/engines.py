@@ -99,8 +99,10 @@ class LocalEngine:
 
     @property
     def max_in_flight(self) -> int:
-        """Pages worth keeping submitted: enough to refill every slot, few enough to bound host memory."""
-        self.load()
+        """Pages worth keeping submitted: enough to refill every slot, few enough to bound host memory.
+        Before the model is loaded (e.g. every page so far came from the cache) a small default."""
+        if self._engine is None:
+            return 32
         return self._engine.max_batch + self._engine.max_prefill_pages
 
     def submit(self, request: OCRRequest) -> Future:

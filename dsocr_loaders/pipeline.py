@@ -108,9 +108,10 @@ class OCRPipeline:
     def run_pages(self, items: Iterable[Item]) -> Iterator[PageResult]:
         """Submit pages ahead (bounded window) and yield their results in order."""
         window: deque[tuple[Item, Any]] = deque()
-        limit = self.max_in_flight or getattr(self.engine, "max_in_flight", 32)
         for item in items:
             window.append((item, self._submit(item)))
+            # read each time: a lazily loaded engine knows its batch size only once loaded
+            limit = self.max_in_flight or getattr(self.engine, "max_in_flight", 32)
             while len(window) >= limit:
                 yield self._result(*window.popleft())
         while window:

@@ -1,0 +1,142 @@
+"""`dsocr convert INPUT... -o OUTDIR`: PDFs and images -> markdown / JSON per document, with a progress bar.
+
+Per input document it writes `NAME.md` (pages joined by a page-split marker, like the official
+`<name>.mmd`) and/or `NAME.json` (every PageResult), and with `--figures` the figure crops under
+`NAME_images/`. Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
+The result cache is on by default (`--no-cache` to skip, `--cache-dir` to move it). The exit code is 1 when
+any page failed, 2 for bad arguments or unreadable inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
+
+
+def safe_name(name: str) -> str:
+    """A file name stem that cannot leave the output folder (no separators, no dots-only, no controls)."""
+    stem = Path(name.replace("\\", "/")).name
+    stem = re.sub(r"[^\w.\- ]+", "_", stem).strip(" .")
+    return stem[:120] or "document"
+
+
+def _version() -> str:
+    try:
+        return version("dsocr")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dsocr", description="DeepSeek-OCR for documents: PDFs and images to markdown.")
+    ap.add_argument("--version", action="version", version=f"dsocr {_version()}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="convert PDFs/images (files or folders) to markdown and JSON",
+                       description="Convert PDFs and images to markdown/JSON with DeepSeek-OCR.")
+    c.add_argument("inputs", nargs="+", help="PDF or image files, or folders of them")
+    c.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    c.add_argument("--task", default="markdown",
+                   choices=["markdown", "ocr", "free_ocr", "figure", "describe", "locate"])
+    c.add_argument("--locate-text", default=None, help="text to find with --task locate")
+    c.add_argument("--mode", default="gundam", choices=["tiny", "small", "base", "large", "gundam", "gundam-m"])
+    c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
+    c.add_argument("--dpi", type=float, default=144, help="PDF rendering resolution (official: 144)")
+    c.add_argument("--password", default=None, help="password of encrypted PDFs")
+    c.add_argument("--engine", default="local", choices=["local"], help="where the model runs")
+    c.add_argument("--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local checkpoint folder")
+    c.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu")
+    c.add_argument("--max-new-tokens", type=int, default=8192)
+    c.add_argument("--format", default="md,json", help="comma-separated: md, json")
+    c.add_argument("--figures", action="store_true", help="save figure crops next to the markdown")
+    c.add_argument("--table-format", default="html", choices=["html", "markdown"])
+    c.add_argument("--cache-dir", default=None, help="result cache folder (default: ~/.cache/dsocr)")
+    c.add_argument("--no-cache", action="store_true", help="OCR every page again")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return ap
+
+
+def convert(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .cache import ResultCache
+    from .errors import DsocrInputError
+    from .pipeline import OCRPipeline
+
+    formats = {f.strip() for f in args.format.split(",") if f.strip()}
+    if not formats or formats - {"md", "json"}:
+        print(f"dsocr: --format takes md and/or json, got {args.format!r}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
+    try:
+        pipe = OCRPipeline(args.model, device=args.device, task=args.task, locate_text=args.locate_text,
+                           mode=args.mode, max_new_tokens=args.max_new_tokens, dpi=args.dpi,
+                           table_format=args.table_format, extract_figures=args.figures, on_error="page", cache=cache)
+    except ValueError as e:
+        print(f"dsocr: {e}", file=sys.stderr)
+        return 2
+    counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
+    cached = 0
+    used: set[str] = set()
+    t0 = time.perf_counter()
+    bar = tqdm(unit="page", disable=args.quiet, dynamic_ncols=True)
+    try:
+        current, pages = None, []
+        for r in pipe.run(args.inputs, pages=args.pages, password=args.password):
+            if r.source != current and pages:
+                _write(out, pages, formats, args.figures, used)
+                pages = []
+            current = r.source
+            pages.append(r)
+            counts[r.status] = counts.get(r.status, 0) + 1
+            cached += bool(r.timings.get("cache_hit"))
+            if r.status == "error":
+                logging.getLogger("dsocr").warning("%s page %s: %s", r.source, r.page_label or r.page + 1, r.error)
+            bar.update(1)
+        if pages:
+            _write(out, pages, formats, args.figures, used)
+    except (DsocrInputError, FileNotFoundError) as e:
+        bar.close()
+        print(f"dsocr: {e}", file=sys.stderr)
+        return 2
+    bar.close()
+    total = sum(counts.values())
+    dt = time.perf_counter() - t0
+    failed = counts["error"]
+    print(f"dsocr: {total} pages in {dt:.1f} s: {counts['ok']} ok, {counts['truncated']} truncated, "
+          f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}")
+    return 1 if failed else 0
+
+
+def _write(out: Path, pages: list, formats: set[str], figures: bool, used: set[str]) -> None:
+    stem = safe_name(Path(pages[0].source or "document").stem)
+    base, k = stem, 1
+    while stem in used:  # two inputs with the same name: a.pdf, a_2.pdf
+        k += 1
+        stem = f"{base}_{k}"
+    used.add(stem)
+    if figures:
+        from .documents import save_figures
+
+        for r in pages:
+            save_figures(r, out / f"{stem}_images", stem)
+            r.markdown = r.markdown.replace(f"]({(out / f'{stem}_images').as_posix()}/", f"]({stem}_images/")
+    if "md" in formats:
+        (out / f"{stem}.md").write_text(PAGE_SPLIT.join(r.markdown for r in pages), encoding="utf-8")
+    if "json" in formats:
+        doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages]}
+        (out / f"{stem}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return convert(args)

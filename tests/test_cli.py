@@ -1,0 +1,54 @@
+"""`dsocr convert` end to end on fixture PDFs with the tiny checkpoint: files, statuses, exit codes, cache."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, GOLDEN
+from dsocr_loaders.cli import main, safe_name
+
+PDF = FIXTURES / "pdf"
+TINY = ["--model", str(GOLDEN), "--device", "cpu", "--mode", "tiny", "--max-new-tokens", "6", "-q"]
+
+
+def test_convert_writes_files_and_second_run_is_cached(tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    args = ["convert", str(PDF / "multi_page.pdf"), str(PDF / "c02-22.pdf"), "-o", str(out), "--pages", "1",
+            "--cache-dir", str(cache), *TINY]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "2 pages" in first and "0 failed" in first and "0 from cache" in first
+    doc = json.loads((out / "multi_page.json").read_text())
+    assert [p["page"] for p in doc["pages"]] == [0] and doc["pages"][0]["status"] == "truncated"
+    assert (out / "multi_page.md").read_text() == doc["pages"][0]["markdown"]
+    assert (out / "c02-22.md").exists()
+    assert main(args) == 0
+    assert "2 from cache" in capsys.readouterr().out
+
+
+def test_failed_pages_give_exit_code_1_and_bad_arguments_2(tmp_path, capsys):
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n" + b"\x00junk" * 40)
+    code = main(["convert", str(tmp_path / "broken.pdf"), str(PDF / "c02-22.pdf"), "-o", str(tmp_path / "o"),
+                 "--no-cache", "--format", "json", *TINY])
+    assert code == 1 and "1 failed" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "broken.json").read_text())["pages"][0]["status"] == "error"
+    assert not (tmp_path / "o" / "c02-22.md").exists()  # --format json only
+    assert main(["convert", str(PDF / "c02-22.pdf"), "-o", str(tmp_path / "o"), "--format", "docx", *TINY]) == 2
+    assert main(["convert", str(tmp_path / "missing.pdf"), "-o", str(tmp_path / "o"), *TINY]) == 2
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "..", "a/b\\..\\c.pdf", "", "con:..", "\x00x"])
+def test_output_names_stay_inside_the_folder(tmp_path, name):
+    stem = safe_name(name)
+    target = (tmp_path / f"{stem}.md").resolve()
+    assert target.parent == tmp_path.resolve() and stem and "/" not in stem and stem not in (".", "..")
+
+
+def test_console_entry_points():
+    out = subprocess.run([sys.executable, "-m", "dsocr_loaders", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("dsocr ")
+    helps = subprocess.run([sys.executable, "-m", "dsocr_loaders", "convert", "--help"], capture_output=True, text=True)
+    assert "--pages" in helps.stdout and "--no-cache" in helps.stdout
