@@ -38,13 +38,6 @@ def stable_id(*parts: Any) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
-def inputs(file_path: Any) -> list[str]:
-    """One or many paths -> list of str paths (directories are expanded by the pipeline)."""
-    if isinstance(file_path, (str, os.PathLike)):
-        return [str(file_path)]
-    return [str(p) for p in file_path]
-
-
 def page_metadata(r: PageResult, source: str) -> dict[str, Any]:
     meta: dict[str, Any] = {"source": source, "file_path": source, "page": r.page, "page_label": r.page_label,
                             "total_pages": r.total_pages}

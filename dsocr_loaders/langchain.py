@@ -20,17 +20,19 @@ With langchain-community: GenericLoader.from_filesystem("docs/", parser=DeepSeek
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
 from langchain_core.documents import Document
 
-from .documents import (content_hash, element_metadata, inputs, ocr_metadata, page_metadata, save_figures,
-                        single_status, stable_id)
+from .documents import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
+                        stable_id)
 from .engines import DEFAULT_MODEL
 from .pipeline import OCRPipeline
 from .results import PageResult
+from .sources import iter_inputs
 
 SPLITS = ("page", "single", "elements")
 
@@ -60,7 +62,9 @@ class _Settings:
         for r in results:
             yield from self._page(r, source, digest)
 
+    @cached_property
     def _ids(self) -> tuple[str, str]:
+        """What besides the file and page decides a Document's id: the OCR settings and the model."""
         return self.pipeline.settings.key(), getattr(self.pipeline.engine, "identity", "")
 
     def _single(self, pages: list[PageResult], source: str, digest: str) -> Document:
@@ -70,7 +74,7 @@ class _Settings:
         meta |= ocr_metadata(pages[0], include_boxes=False) | single_status(pages)
         meta.pop("ocr_error", None)
         text = self.pages_delimiter.join(r.markdown for r in pages)
-        return Document(text, metadata=meta, id=stable_id(digest, "single", *self._ids()))
+        return Document(text, metadata=meta, id=stable_id(digest, "single", *self._ids))
 
     def _page(self, r: PageResult, source: str, digest: str) -> Iterator[Document]:
         if self.figures_dir is not None:
@@ -78,12 +82,12 @@ class _Settings:
         base = page_metadata(r, source)
         if self.split == "page" or r.status == "error" or not r.elements:
             meta = base | ocr_metadata(r, self.include_boxes, self.nested)
-            yield Document(r.markdown, metadata=meta, id=stable_id(digest, r.page, *self._ids()))
+            yield Document(r.markdown, metadata=meta, id=stable_id(digest, r.page, *self._ids))
             return
         common = base | ocr_metadata(r, include_boxes=False)
         for i, e in enumerate(r.elements):
             meta = common | element_metadata(e, i, self.nested)
-            yield Document(e.text, metadata=meta, id=stable_id(digest, r.page, i, *self._ids()))
+            yield Document(e.text, metadata=meta, id=stable_id(digest, r.page, i, *self._ids))
 
     def _progress(self, results: Iterator[PageResult], source: str) -> Iterator[PageResult]:
         if not self.progress:
@@ -126,35 +130,27 @@ class DeepSeekOCRLoader(BaseLoader, _Settings):
 
     def __init__(self, file_path: str | Path | list[str | Path], *, pages: Any = None, password: str | None = None,
                  **settings: Any) -> None:
-        self.file_paths = inputs(file_path)
+        self.file_paths = [str(file_path)] if isinstance(file_path, (str, Path)) else [str(p) for p in file_path]
         self.pages, self.password = pages, password
         self._configure(**_defaults(settings))
 
     def lazy_load(self) -> Iterator[Document]:
-        for path in self.file_paths:
-            for name, results in self._per_file(path):
-                yield from self._documents(results, name, _digest(name))
+        for name, _ in iter_inputs(self.file_paths, self.pipeline.glob):  # directories expand to their files
+            yield from self._documents(self.pipeline.run(name, self.pages, self.password), name, content_hash(name))
 
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Pages are rendered and OCR'd off the event loop; Documents come in page order as they finish."""
-        for path in self.file_paths:
-            for name, _ in self._per_file(path, run=False):
-                digest = _digest(name)
-                results = self.pipeline.arun(name, self.pages, self.password)
-                if self.split == "single":
-                    pages = [r async for r in results]
-                    if pages:
-                        yield self._single(pages, name, digest)
-                    continue
-                async for r in results:
-                    for doc in self._page(r, name, digest):
-                        yield doc
-
-    def _per_file(self, path: str, run: bool = True) -> Iterator[tuple[str, Any]]:
-        p = Path(path)
-        files = [str(f) for f, _ in _expand(p, self.pipeline.glob)] if p.is_dir() else [path]
-        for f in files:
-            yield f, self.pipeline.run(f, self.pages, self.password) if run else None
+        for name, _ in iter_inputs(self.file_paths, self.pipeline.glob):
+            digest = content_hash(name)
+            results = self.pipeline.arun(name, self.pages, self.password)
+            if self.split == "single":
+                pages = [r async for r in results]
+                if pages:
+                    yield self._single(pages, name, digest)
+                continue
+            async for r in results:
+                for doc in self._page(r, name, digest):
+                    yield doc
 
 
 class DeepSeekOCRParser(BaseBlobParser, _Settings):
@@ -172,12 +168,3 @@ class DeepSeekOCRParser(BaseBlobParser, _Settings):
         source = str(blob.source) if blob.source is not None else "<blob>"
         yield from self._documents(self.pipeline.run(data, self.pages, self.password), source, content_hash(data))
 
-
-def _digest(path: str) -> str:
-    return content_hash(path)
-
-
-def _expand(folder: Path, glob: str):
-    from .sources import iter_inputs
-
-    return ((Path(name), data) for name, data in iter_inputs(folder, glob))

@@ -58,9 +58,10 @@ class OCRPipeline:
             raise ValueError("on_error must be 'raise' or 'page'")
         if table_format not in ("html", "markdown"):
             raise ValueError("table_format must be 'html' or 'markdown'")
-        self.settings = OCRSettings(task=task, prompt=prompt, locate_text=locate_text, mode=mode,
+        self.settings = settings = OCRSettings(task=task, prompt=prompt, locate_text=locate_text, mode=mode,
                                     max_crops=max_crops, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                                     window_size=window_size)
+        self._settings_key = settings.key()  # settings are frozen: hash them once, not per page
         self.model, self.device, self._engine = model, device, engine
         self.dpi, self.table_format, self.extract_figures = dpi, table_format, extract_figures
         self.on_error, self.max_in_flight, self.glob = on_error, max_in_flight, glob
@@ -107,9 +108,9 @@ class OCRPipeline:
 
     def run_pages(self, items: Iterable[Item]) -> Iterator[PageResult]:
         """Submit pages ahead (bounded window) and yield their results in order."""
-        window: deque[tuple[Item, Any]] = deque()
+        window: deque[tuple[Item, Any, str | None]] = deque()
         for item in items:
-            window.append((item, self._submit(item)))
+            window.append((item, *self._submit(item)))
             # read each time: a lazily loaded engine knows its batch size only once loaded
             limit = self.max_in_flight or getattr(self.engine, "max_in_flight", 32)
             while len(window) >= limit:
@@ -118,28 +119,30 @@ class OCRPipeline:
             yield self._result(*window.popleft())
 
     # ---- internals -------------------------------------------------------------------------------
-    def _submit(self, item: Item) -> Any:
+    def _submit(self, item: Item) -> tuple[Any, str | None]:
+        """(future or the exception raised on submit, cache key to store the answer under)."""
         if isinstance(item, PageResult) or item.error:
-            return None
+            return None, None
         s = self.settings
         key = None
         if self.cache is not None and self.cache.enabled:
-            key = page_key(item.image, s.key(), getattr(self.engine, "identity", type(self.engine).__name__))
+            key = page_key(item.image, self._settings_key, self._engine_identity)
             hit = self.cache.get(key)
             if hit is not None:
                 done: Future = Future()
                 done.set_result(hit)
-                return done
+                return done, None
         try:
-            future = self.engine.submit(OCRRequest(item.image, s.resolved_prompt(), s.mode, s.max_crops,
-                                                   s.max_new_tokens, s.ngram_size, s.window_size, s.whitelist))
+            return self.engine.submit(OCRRequest(item.image, s.resolved_prompt(), s.mode, s.max_crops,
+                                                 s.max_new_tokens, s.ngram_size, s.window_size, s.whitelist)), key
         except Exception as e:  # e.g. an engine that refuses the request up front
-            return e
-        if key is not None:
-            future.cache_key = key  # stored by _result before the page is handed out
-        return future
+            return e, None
 
-    def _result(self, item: Item, future: Any) -> PageResult:
+    @property
+    def _engine_identity(self) -> str:
+        return getattr(self.engine, "identity", type(self.engine).__name__)
+
+    def _result(self, item: Item, future: Any, cache_key: str | None) -> PageResult:
         if isinstance(item, PageResult):
             return item
         if item.error:
@@ -148,8 +151,8 @@ class OCRPipeline:
             if isinstance(future, Exception):
                 raise future
             response = future.result()
-            if getattr(future, "cache_key", None):
-                self.cache.put(future.cache_key, response)  # committed before the caller sees the page
+            if cache_key is not None:
+                self.cache.put(cache_key, response)  # committed before the caller sees the page
             t0 = time.perf_counter()
             result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
                                 image=item.image if self.extract_figures else None,
@@ -175,8 +178,7 @@ class OCRPipeline:
             result.vision_tokens = image_token_count(w, h, s.mode, s.max_crops)
             result.valid_vision_tokens = valid_vision_tokens(w, h, s.mode, s.max_crops)
         result.settings = {"task": s.task if s.prompt is None else "prompt", "mode": s.mode,
-                           "model": getattr(self.engine, "identity", type(self.engine).__name__),
-                           "settings_key": s.key()}
+                           "model": self._engine_identity, "settings_key": self._settings_key}
         return result
 
 
