@@ -14,6 +14,7 @@ _EXPORTS = {
     "parse_pages": "sources", "PageImage": "sources",
     "DsocrInputError": "errors", "UnsupportedFormatError": "errors", "EmptyInputError": "errors",
     "CorruptFileError": "errors", "PasswordError": "errors", "PageRangeError": "errors", "ResultCache": "cache",
+    "TooLargeError": "errors",
 }
 __all__ = sorted(_EXPORTS)
 

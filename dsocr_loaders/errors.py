@@ -24,3 +24,7 @@ class PasswordError(DsocrInputError):
 
 class PageRangeError(DsocrInputError):
     """A page selection that does not fit the document."""
+
+
+class TooLargeError(DsocrInputError):
+    """An image above Pillow's decompression-bomb limit (raise PIL.Image.MAX_IMAGE_PIXELS to accept it)."""

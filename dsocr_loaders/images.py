@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from .errors import CorruptFileError, UnsupportedFormatError
+from .errors import CorruptFileError, TooLargeError, UnsupportedFormatError
 
 MULTI_FRAME_FORMATS = {"TIFF", "MPO"}  # every frame a page; GIF/WebP/PNG animations: first frame only
 
@@ -16,9 +16,10 @@ MULTI_FRAME_FORMATS = {"TIFF", "MPO"}  # every frame a page; GIF/WebP/PNG animat
 def open_image(name: str, fp: str | IO[bytes]) -> Any:
     from PIL import Image, UnidentifiedImageError
 
-    Image.MAX_IMAGE_PIXELS = None  # large scans are legitimate here, as in the official PDF script
     try:
         image = Image.open(fp)
+    except Image.DecompressionBombError as e:  # Pillow's guard stays as the user set it: not changed globally
+        raise TooLargeError(f"{name}: {e}") from e
     except UnidentifiedImageError as e:
         raise UnsupportedFormatError(f"{name} is neither a PDF nor an image format Pillow can read "
                                      f"(PNG, JPEG, WebP, TIFF, BMP, GIF)") from e

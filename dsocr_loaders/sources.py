@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
-from .errors import (CorruptFileError, EmptyInputError, PageRangeError, PasswordError,
-                     UnsupportedFormatError)
+from .errors import CorruptFileError, DsocrInputError, EmptyInputError, PageRangeError, PasswordError
 from .images import MULTI_FRAME_FORMATS, open_image, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 Source = Union[str, os.PathLike, bytes, BinaryIO, Iterable[Any]]
 Pages = Union[None, str, int, Iterable[int]]
 DEFAULT_DPI = 144
+# The model sees at most a 1024/1280 global view plus <= 9 tiles; beyond this a render only costs memory.
+MAX_RENDER_PIXELS = 40_000_000
 SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
@@ -144,13 +145,18 @@ class PdfDocument:
         import pymupdf
         from PIL import Image
 
-        zoom = self.dpi / 72
         for i in selection:
             t0 = time.perf_counter()
             try:
                 page = self.doc[i]
                 label = page.get_label() or str(i + 1)
                 rect, rotation = page.rect, page.rotation
+                zoom = self.dpi / 72
+                if rect.width * rect.height * zoom * zoom > MAX_RENDER_PIXELS:  # e.g. a 200-inch poster page
+                    # 0.995: pixmap sizes round outward
+                    zoom = 0.995 * (MAX_RENDER_PIXELS / (rect.width * rect.height)) ** 0.5
+                    logger.info("%s page %d: rendered at %.0f dpi to stay under %d pixels", self.name, i,
+                                zoom * 72, MAX_RENDER_PIXELS)
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
                 image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
             except Exception as e:  # one broken page never stops the document
@@ -224,5 +230,5 @@ def iter_documents(source: Source, *, password: str | None = None, dpi: float = 
     for name, data in iter_inputs(source, glob):
         try:
             yield name, open_document(name, data, password=password, dpi=dpi)
-        except (UnsupportedFormatError, EmptyInputError, CorruptFileError, PasswordError) as e:
+        except DsocrInputError as e:
             yield name, e

@@ -73,7 +73,7 @@ def test_a_failing_consumer_or_page_fails_alone(golden_model, expected):
     good = engine.submit(_text_request(golden_model, TEXTS[1], 6))
     with pytest.raises(RuntimeError, match="consumer went away"):
         bad_consumer.result(timeout=120)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="Kernel size"):
         bad_page.result(timeout=120)
     assert good.result(timeout=120).token_ids == expected[TEXTS[1]]
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import FIXTURES
 from dsocr_loaders import (CorruptFileError, EmptyInputError, OCRPipeline, PageRangeError, PasswordError,
-                           UnsupportedFormatError, parse_pages)
+                           TooLargeError, UnsupportedFormatError, parse_pages)
 from dsocr_loaders.sources import iter_inputs, pdf_date
 
 PDF, IMG = FIXTURES / "pdf", FIXTURES / "images"
@@ -194,3 +194,21 @@ def test_scanned_and_right_to_left_pages():
     assert np.asarray(scan.image).std() > 20  # the scanned picture itself, not a blank page
     (arabic,) = pages_of(PDF / "right_to_left_01.pdf")
     assert arabic.doc_metadata["author"] == "Ahmad Jaber T Algadeeb" and arabic.image.size == (1224, 1584)
+
+
+def test_huge_pages(tmp_path):
+    """A 200-inch PDF page renders within the pixel cap (boxes stay in points); an image over Pillow's
+    decompression-bomb limit is a typed error, and Pillow's global limit is left alone."""
+    doc = pymupdf.open()
+    doc.new_page(width=14400, height=7200).insert_text((100, 100), "poster", fontsize=200)
+    doc.save(tmp_path / "poster.pdf")
+    (p,) = pages_of(tmp_path / "poster.pdf")
+    assert (p.width, p.height) == (14400.0, 7200.0)
+    assert p.image.width * p.image.height <= 40_000_000 and abs(p.image.width / p.image.height - 2) < 0.01
+    limit = Image.MAX_IMAGE_PIXELS
+    (tmp_path / "bomb.png").write_bytes(_encode(Image.new("1", (20000, 10000)), "PNG"))  # 200 MP, a few KB
+    with pytest.raises(TooLargeError, match="bomb.png"):
+        pages_of(tmp_path / "bomb.png")
+    assert Image.MAX_IMAGE_PIXELS == limit
+    lenient = pages_of([tmp_path / "bomb.png", tmp_path / "poster.pdf"], on_error="page", dpi=1)
+    assert lenient[0].status == "error" and "TooLargeError" in lenient[0].error
