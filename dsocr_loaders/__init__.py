@@ -14,7 +14,7 @@ _EXPORTS = {
     "parse_pages": "sources", "PageImage": "sources",
     "DsocrInputError": "errors", "UnsupportedFormatError": "errors", "EmptyInputError": "errors",
     "CorruptFileError": "errors", "PasswordError": "errors", "PageRangeError": "errors", "ResultCache": "cache",
-    "TooLargeError": "errors",
+    "TooLargeError": "errors", "RemoteEngineError": "errors", "OpenAIEngine": "remote", "make_engine": "engines",
 }
 __all__ = sorted(_EXPORTS)
 

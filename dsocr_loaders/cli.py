@@ -1,8 +1,9 @@
 """`dsocr convert INPUT... -o OUTDIR`: PDFs and images -> markdown / JSON per document, with a progress bar.
 
 Per input document it writes `NAME.md` (pages joined by a page-split marker, like the official
-`<name>.mmd`) and/or `NAME.json` (every PageResult), and with `--figures` the figure crops under
-`NAME_images/`. Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
+`<name>.mmd`) and/or `NAME.json` (every PageResult), with `--figures` the figure crops under
+`NAME_images/`, and with `--layout` `NAME_layouts.pdf` (the pages with their boxes drawn and labelled).
+`--engine openai --base-url URL` sends pages to a vLLM/SGLang server instead of running the model here. Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
 The result cache is on by default (`--no-cache` to skip, `--cache-dir` to move it). The exit code is 1 when
 any page failed, 2 for bad arguments or unreadable inputs.
 """
@@ -49,12 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
     c.add_argument("--dpi", type=float, default=144, help="PDF rendering resolution (official: 144)")
     c.add_argument("--password", default=None, help="password of encrypted PDFs")
-    c.add_argument("--engine", default="local", choices=["local"], help="where the model runs")
-    c.add_argument("--model", default="deepseek-ai/DeepSeek-OCR", help="hub id or local checkpoint folder")
-    c.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu")
+    c.add_argument("--engine", default="local", choices=["local", "openai"],
+                   help="local: run the model here; openai: an OpenAI-compatible server (vLLM, SGLang) at --base-url")
+    c.add_argument("--base-url", default=None,
+                   help="server for --engine openai, e.g. http://localhost:8000/v1 (default: $DSOCR_BASE_URL); "
+                        "API key from $DSOCR_API_KEY or $OPENAI_API_KEY")
+    c.add_argument("--concurrency", type=int, default=8, help="requests in flight with --engine openai")
+    c.add_argument("--model", default="deepseek-ai/DeepSeek-OCR",
+                   help="hub id or local checkpoint folder (local), or the served model name (openai)")
+    c.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu (local engine)")
     c.add_argument("--max-new-tokens", type=int, default=8192)
     c.add_argument("--format", default="md,json", help="comma-separated: md, json")
     c.add_argument("--figures", action="store_true", help="save figure crops next to the markdown")
+    c.add_argument("--layout", action="store_true", help="write NAME_layouts.pdf: pages with boxes drawn and labelled")
     c.add_argument("--table-format", default="html", choices=["html", "markdown"])
     c.add_argument("--cache-dir", default=None, help="result cache folder (default: ~/.cache/dsocr)")
     c.add_argument("--no-cache", action="store_true", help="OCR every page again")
@@ -68,6 +76,7 @@ def convert(args: argparse.Namespace) -> int:
     from .cache import ResultCache
     from .errors import DsocrInputError
     from .pipeline import OCRPipeline
+    from .sources import count_pages
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"md", "json"}:
@@ -76,23 +85,26 @@ def convert(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
+    options = {"concurrency": args.concurrency} if args.engine == "openai" else {}
     try:
-        pipe = OCRPipeline(args.model, device=args.device, task=args.task, locate_text=args.locate_text,
+        pipe = OCRPipeline(args.model, device=args.device, engine=args.engine, base_url=args.base_url,
+                           engine_options=options, task=args.task, locate_text=args.locate_text,
                            mode=args.mode, max_new_tokens=args.max_new_tokens, dpi=args.dpi,
                            table_format=args.table_format, extract_figures=args.figures, on_error="page", cache=cache)
-    except ValueError as e:
+        total = count_pages(args.inputs, args.pages, password=args.password)  # for the bar's ETA
+    except (ValueError, FileNotFoundError) as e:  # DsocrInputError is a ValueError
         print(f"dsocr: {e}", file=sys.stderr)
         return 2
     counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
     cached = 0
     used: set[str] = set()
     t0 = time.perf_counter()
-    bar = tqdm(unit="page", disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=total, unit="page", disable=args.quiet, dynamic_ncols=True)
     try:
         current, pages = None, []
         for r in pipe.run(args.inputs, pages=args.pages, password=args.password):
             if r.source != current and pages:
-                _write(out, pages, formats, args.figures, used)
+                _write(out, pages, formats, args, used)
                 pages = []
             current = r.source
             pages.append(r)
@@ -102,7 +114,7 @@ def convert(args: argparse.Namespace) -> int:
                 logging.getLogger("dsocr").warning("%s page %s: %s", r.source, r.page_label or r.page + 1, r.error)
             bar.update(1)
         if pages:
-            _write(out, pages, formats, args.figures, used)
+            _write(out, pages, formats, args, used)
     except (DsocrInputError, FileNotFoundError) as e:
         bar.close()
         print(f"dsocr: {e}", file=sys.stderr)
@@ -116,14 +128,14 @@ def convert(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _write(out: Path, pages: list, formats: set[str], figures: bool, used: set[str]) -> None:
+def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, used: set[str]) -> None:
     stem = safe_name(Path(pages[0].source or "document").stem)
     base, k = stem, 1
     while stem in used:  # two inputs with the same name: a.pdf, a_2.pdf
         k += 1
         stem = f"{base}_{k}"
     used.add(stem)
-    if figures:
+    if args.figures:
         from .documents import save_figures
 
         for r in pages:
@@ -134,6 +146,10 @@ def _write(out: Path, pages: list, formats: set[str], figures: bool, used: set[s
     if "json" in formats:
         doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages]}
         (out / f"{stem}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
+    if args.layout:
+        from .layout import write_layout_pdf
+
+        write_layout_pdf(pages, out / f"{stem}_layouts.pdf", password=args.password)
 
 
 def main(argv: list[str] | None = None) -> int:

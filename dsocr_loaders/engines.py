@@ -3,11 +3,12 @@
 `LocalEngine` runs dsocr_model in this process (model id or path, CUDA when available, else CPU),
 loading lazily so that building a loader or pickling it costs nothing. Any object with `identity`
 (names the model, for cache keys) and `submit(OCRRequest) -> Future[OCRResponse]` is an engine: tests
-inject fakes, issue 6 adds a remote OpenAI-compatible one.
+inject fakes; `remote.OpenAIEngine` sends pages to a vLLM/SGLang server. `make_engine` picks one by name.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -140,3 +141,23 @@ class LocalEngine:
                                           {"preprocess_s": t_pre, **out.timings}))
         except Exception as e:
             result.set_exception(e)
+
+
+def make_engine(engine: Any = None, *, model: str = DEFAULT_MODEL, device: str = "auto", base_url: str | None = None,
+                api_key: str | None = None, **options: Any) -> OCREngine:
+    """An engine by name: None or "local" runs `model` here; "openai" calls the server at `base_url` (default
+    $DSOCR_BASE_URL) serving `model`; any engine object is used as it is. `options` go to the engine class."""
+    if engine is None or engine == "local":
+        return LocalEngine(model, device=device, **options)
+    if engine == "openai":
+        from .remote import OpenAIEngine
+
+        base_url = base_url or os.environ.get("DSOCR_BASE_URL")
+        if not base_url:
+            raise ValueError('engine="openai" needs base_url= (e.g. "http://localhost:8000/v1") or $DSOCR_BASE_URL')
+        return OpenAIEngine(base_url, model=model, api_key=api_key, **options)
+    if isinstance(engine, str):
+        raise ValueError(f"unknown engine {engine!r}; use 'local', 'openai' or an engine object")
+    if not isinstance(engine, OCREngine):
+        raise TypeError(f"engine needs `identity` and `submit(OCRRequest) -> Future`; got {type(engine).__name__}")
+    return engine

@@ -28,3 +28,11 @@ class PageRangeError(DsocrInputError):
 
 class TooLargeError(DsocrInputError):
     """An image above Pillow's decompression-bomb limit (raise PIL.Image.MAX_IMAGE_PIXELS to accept it)."""
+
+
+class RemoteEngineError(RuntimeError):
+    """An OCR server refused a page, or kept failing after every retry (the page becomes an error page)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

@@ -116,7 +116,9 @@ class DeepSeekOCRLoader(BaseLoader, _Settings):
     Args:
         file_path: a path (PDF or image; a directory loads every PDF/image in it) or a list of paths.
         model, device: checkpoint (hub id or directory) and "auto" | "cuda" | "cpu" for the local engine.
-        engine: an engine instance instead (e.g. a remote or shared one).
+        engine: "local" (default), "openai" with `base_url=` (a vLLM/SGLang/OpenAI-compatible server; key from
+            `api_key=` or $DSOCR_API_KEY / $OPENAI_API_KEY; `engine_options=` e.g. {"concurrency": 16}), or an
+            engine instance (e.g. one shared between loaders).
         task, prompt, mode, max_new_tokens, dpi, table_format: see OCRPipeline.
         pages: "1-3,7" (1-based) or 0-based ints; password: for encrypted PDFs.
         split: "page" (one Document per page, default), "single" (one per file, pages joined with

@@ -51,7 +51,12 @@ class DeepSeekOCRReader(BasePydanticReader):
     include_boxes: bool = True
     extract_figures: bool = False  # also yield an ImageDocument per figure crop
     cache: Any = Field(default=None, description="None/False, True (user cache dir), a sqlite path or a ResultCache")
-    engine: Any = Field(default=None, exclude=True, description="an engine instance instead of model/device")
+    engine: Any = Field(default=None, exclude=True,
+                        description='"local" (default), "openai" (a server at base_url) or an engine instance')
+    base_url: str | None = Field(default=None, description='OpenAI-compatible server for engine="openai"')
+    api_key: str | None = Field(default=None, exclude=True, repr=False,
+                                description="default: $DSOCR_API_KEY, else $OPENAI_API_KEY")
+    engine_options: dict = Field(default_factory=dict, description="e.g. {'concurrency': 16, 'timeout': 300}")
     _pipeline: OCRPipeline | None = PrivateAttr(default=None)
 
     @classmethod
@@ -63,7 +68,8 @@ class DeepSeekOCRReader(BasePydanticReader):
         if self._pipeline is None:
             if self.split not in ("page", "single", "elements"):
                 raise ValueError(f"split must be 'page', 'single' or 'elements', got {self.split!r}")
-            self._pipeline = OCRPipeline(self.model, device=self.device, engine=self.engine, task=self.task,
+            self._pipeline = OCRPipeline(self.model, device=self.device, engine=self.engine, base_url=self.base_url,
+                                         api_key=self.api_key, engine_options=self.engine_options, task=self.task,
                                          prompt=self.prompt, mode=self.mode, max_new_tokens=self.max_new_tokens,
                                          dpi=self.dpi, table_format=self.table_format,
                                          extract_figures=self.extract_figures, cache=self.cache)

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Union
 
 from .cache import ResultCache, page_key
-from .engines import DEFAULT_MODEL, LocalEngine, OCREngine, OCRRequest
+from .engines import DEFAULT_MODEL, OCREngine, OCRRequest, make_engine
 from .errors import DsocrInputError
 from .grounding import parse_page
 from .results import PageResult
@@ -32,7 +32,10 @@ class OCRPipeline:
     Args:
         model: hub id or local checkpoint directory for the default local engine.
         device: "auto" | "cuda" | "cpu" for the local engine.
-        engine: any OCREngine (inject a remote or fake one); overrides model/device.
+        engine: None or "local" (run `model` here), "openai" (a vLLM/SGLang/OpenAI-compatible server at
+            `base_url`, serving `model`; api key from `api_key` or $DSOCR_API_KEY / $OPENAI_API_KEY), or any
+            OCREngine object (shared, remote or fake).
+        engine_options: more keyword arguments for the engine class (e.g. concurrency=16, timeout=300).
         task: "markdown" (default) | "ocr" | "free_ocr" | "figure" | "describe" | "locate".
         prompt: a raw prompt with one "<image>" instead of a task.
         locate_text: what to find for task="locate".
@@ -48,7 +51,8 @@ class OCRPipeline:
             pages whose pixels, settings and model were seen before are not OCR'd again.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", engine: OCREngine | None = None,
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", engine: OCREngine | str | None = None,
+                 base_url: str | None = None, api_key: str | None = None, engine_options: dict | None = None,
                  task: str = "markdown", prompt: str | None = None, locate_text: str | None = None,
                  mode: str = "gundam", max_crops: int = 6, max_new_tokens: int = 8192,
                  ngram_size: int | None = 20, window_size: int = 50, dpi: float = DEFAULT_DPI,
@@ -62,16 +66,13 @@ class OCRPipeline:
                                     max_crops=max_crops, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                                     window_size=window_size)
         self._settings_key = settings.key()  # settings are frozen: hash them once, not per page
-        self.model, self.device, self._engine = model, device, engine
+        self.model, self.device = model, device
+        # engines are cheap to build (the local one loads its model on the first page)
+        self.engine = make_engine(engine, model=model, device=device, base_url=base_url, api_key=api_key,
+                                  **(engine_options or {}))
         self.dpi, self.table_format, self.extract_figures = dpi, table_format, extract_figures
         self.on_error, self.max_in_flight, self.glob = on_error, max_in_flight, glob
         self.cache = _open_cache(cache)
-
-    @property
-    def engine(self) -> OCREngine:
-        if self._engine is None:
-            self._engine = LocalEngine(self.model, device=self.device)
-        return self._engine
 
     # ---- public API ------------------------------------------------------------------------------
     def run(self, source: Source, pages: Pages = None, password: str | None = None) -> Iterator[PageResult]:

@@ -232,3 +232,20 @@ def iter_documents(source: Source, *, password: str | None = None, dpi: float = 
             yield name, open_document(name, data, password=password, dpi=dpi)
         except DsocrInputError as e:
             yield name, e
+
+
+def count_pages(source: Source, pages: Pages = None, *, password: str | None = None, glob: str = "**/*") -> int:
+    """How many PageResults `OCRPipeline.run` yields for these arguments (a source that cannot be opened,
+    or whose page selection does not fit, counts as its one error page): the total of a progress bar."""
+    n = 0
+    for name, doc in iter_documents(source, password=password, glob=glob):
+        if isinstance(doc, DsocrInputError):
+            n += 1
+            continue
+        try:
+            n += len(parse_pages(pages, doc.total_pages, name))
+        except DsocrInputError:
+            n += 1
+        finally:
+            doc.close()
+    return n
