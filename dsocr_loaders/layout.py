@@ -4,7 +4,7 @@ One PDF per document with every processed page and each grounded element drawn o
 its label's colour with the label above it. For a PDF input the original pages are copied and the boxes
 drawn as vectors on top, so the text stays sharp and selectable; an image input becomes a page of its own
 size (1 px = 1 pt). Boxes are PageResult.bbox in the page as displayed; `* page.derotation_matrix` takes
-them to PyMuPDF's unrotated drawing space, so rotated pages and offset CropBoxes come out right.
+them to PyMuPDF's unrotated page space, where they are drawn.
 """
 from __future__ import annotations
 
@@ -37,15 +37,19 @@ def draw_elements(page, result: PageResult) -> int:
     """Draw `result`'s boxes on a PyMuPDF page whose displayed size is the result's page size."""
     import pymupdf
 
+    rotation, derotate = page.rotation, page.derotation_matrix
+    # PyMuPDF's drawing misses the CropBox offset on a rotated page, so draw unrotated and turn it back:
+    # the boxes then land on the content for /Rotate 0/90/180/270 with any CropBox origin (tests/test_layout).
+    page.set_rotation(0)
     drawn = 0
     for e in result.elements:
         for box in e.boxes or ([e.bbox] if e.bbox else []):
             colour = label_colour(e.label)
-            rect = pymupdf.Rect(box) * page.derotation_matrix
-            page.draw_rect(rect, color=colour, fill=colour, fill_opacity=0.12, width=1.2)
-            at = pymupdf.Point(box[0], max(box[1] - 2, 7)) * page.derotation_matrix  # just above the box
-            page.insert_text(at, e.label, fontsize=7, color=colour, rotate=page.rotation)
+            page.draw_rect(pymupdf.Rect(box) * derotate, color=colour, fill=colour, fill_opacity=0.12, width=1.2)
+            at = pymupdf.Point(box[0], max(box[1] - 2, 7)) * derotate  # just above the box, as displayed
+            page.insert_text(at, e.label, fontsize=7, color=colour, rotate=rotation)
             drawn += 1
+    page.set_rotation(rotation)
     return drawn
 
 

@@ -68,3 +68,32 @@ for r in OCRPipeline(engine=FakeEngine(), cache={str(db)!r}, max_in_flight=1).ru
     engine = FakeEngine()
     list(OCRPipeline(engine=engine, cache=db).run(PDF))
     assert engine.calls == 5 - rows
+
+
+WRITER = """
+import sys, logging
+from dsocr_loaders.cache import ResultCache
+from dsocr_loaders.engines import OCRResponse
+logging.basicConfig(level=logging.WARNING)
+cache, me = ResultCache(sys.argv[1]), int(sys.argv[2])
+for i in range(200):
+    cache.put(f"k{me}-{i}", OCRResponse(f"page {me}-{i}", "eos", i))
+    cache.put(f"shared-{i % 20}", OCRResponse(f"shared {i % 20}", "eos", 1))  # the same keys from everyone
+    assert cache.get(f"k{me}-{i}").text == f"page {me}-{i}"
+assert cache.enabled, "cache turned itself off"
+"""
+
+
+def test_several_processes_share_one_cache(tmp_path):
+    """Four processes writing at once: every row lands, none sees a locked or corrupt file (WAL + busy timeout)."""
+    db = tmp_path / "shared.sqlite"
+    ResultCache(db)  # create the table first, as the first CLI run would
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(k)], stderr=subprocess.PIPE, text=True)
+             for k in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    assert not any("disabled" in e for e in errors), errors
+    cache = ResultCache(db)
+    assert all(cache.get(f"k{k}-{i}").text_tokens == i for k in range(4) for i in range(200))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4 * 200 + 20

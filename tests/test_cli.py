@@ -52,3 +52,19 @@ def test_console_entry_points():
     assert out.returncode == 0 and out.stdout.startswith("dsocr ")
     helps = subprocess.run([sys.executable, "-m", "dsocr_loaders", "convert", "--help"], capture_output=True, text=True)
     assert "--pages" in helps.stdout and "--no-cache" in helps.stdout
+
+
+def test_progress_bar_knows_the_total_up_front(tmp_path, capsys):
+    """The bar has a total (so tqdm shows pages/s and an ETA): pages are counted before any OCR."""
+    from dsocr_loaders.sources import count_pages
+
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n" + b"\x00junk" * 40)
+    img = FIXTURES / "images" / "Portrait_6.jpg"
+    inputs = [PDF / "multi_page.pdf", tmp_path / "broken.pdf", img]
+    assert count_pages(inputs) == 5 + 1 + 1  # a source that cannot be opened is one error page
+    assert count_pages(inputs, "2-3") == 2 + 1 + 1  # the image has no page 2: one error page
+    code = main(["convert", str(PDF / "multi_page.pdf"), "-o", str(tmp_path / "o"), "--pages", "2-3", "--no-cache",
+                 *[a for a in TINY if a != "-q"]])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and ("page/s" in err or "s/page" in err)
