@@ -7,12 +7,14 @@ inject fakes; `remote.OpenAIEngine` sends pages to a vLLM/SGLang server. `make_e
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from .tasks import TABLE_TOKENS
@@ -48,6 +50,32 @@ class OCREngine(Protocol):
     def submit(self, request: OCRRequest) -> Future: ...
 
 
+def checkpoint_identity(model: str, revision: str | None = None) -> str:
+    """Names the weights for cache keys and document ids, without loading torch or the network.
+
+    A local directory: its path plus a digest of config.json and the checkpoint files' names and sizes, so
+    weights saved again under the same path are another model. A hub id: `id@commit` of the snapshot in the
+    Hugging Face cache, so a new upstream revision is another model; `id@revision` before the first download.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
+            h.update(f"{f.name}:{f.stat().st_size};".encode())
+            if f.name == "config.json":
+                h.update(f.read_bytes())
+        return f"{path.resolve()}#{h.hexdigest()[:12]}"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model, "config.json", revision=revision)
+        if isinstance(found, str):
+            return f"{model}@{Path(found).parent.name}"  # .../snapshots/<commit>/config.json
+    except Exception as e:  # not an id the hub cache understands: the name alone then
+        logger.debug("no hub cache entry for %s: %s", model, e)
+    return f"{model}@{revision or 'main'}"
+
+
 def resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -61,6 +89,7 @@ class LocalEngine:
 
     Args:
         model: hub id or local directory of the official checkpoint.
+        revision: hub branch, tag or commit (default: main).
         device: "auto" (CUDA when available, else CPU), "cuda", "cuda:1", "cpu".
         dtype: torch dtype; default bf16 on CUDA, fp32 on CPU.
         max_batch: pages decoded together (default: from free GPU memory; 4 on CPU).
@@ -68,10 +97,11 @@ class LocalEngine:
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, device: str = "auto", dtype: Any = None,
-                 max_batch: int | None = None, max_seq_len: int | None = None, preprocess_workers: int = 4) -> None:
-        self.model_name, self.device, self.dtype = str(model), device, dtype
+                 max_batch: int | None = None, max_seq_len: int | None = None, preprocess_workers: int = 4,
+                 revision: str | None = None) -> None:
+        self.model_name, self.device, self.dtype, self.revision = str(model), device, dtype, revision
         self.max_batch, self.max_seq_len, self.preprocess_workers = max_batch, max_seq_len, preprocess_workers
-        self.identity = f"dsocr_model:{self.model_name}"
+        self.identity = f"dsocr_model:{checkpoint_identity(self.model_name, revision)}"
         self._lock = threading.Lock()
         self._model = self._engine = self._pool = None
 
@@ -91,7 +121,8 @@ class LocalEngine:
                 from dsocr_model.engine import Engine
 
                 device = resolve_device(self.device)
-                model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype)
+                model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype,
+                                                    revision=self.revision)
                 max_batch = self.max_batch or (4 if device == "cpu" else None)
                 self._engine = Engine(model, max_batch=max_batch, max_seq_len=self.max_seq_len)
                 self._pool = ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="dsocr-preprocess")

@@ -1,6 +1,7 @@
 """Result cache: a second run does no OCR; other settings miss; a broken cache degrades, never fails a page."""
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -97,3 +98,29 @@ def test_several_processes_share_one_cache(tmp_path):
     assert all(cache.get(f"k{k}-{i}").text_tokens == i for k in range(4) for i in range(200))
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4 * 200 + 20
+
+
+def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
+    """The cache key's model part: a re-saved checkpoint or a new hub revision is another model."""
+    import shutil
+
+    from conftest import GOLDEN
+    from dsocr_loaders.engines import LocalEngine, checkpoint_identity
+
+    copy = tmp_path / "ckpt"
+    shutil.copytree(GOLDEN, copy)
+    before = checkpoint_identity(str(copy))
+    assert before == checkpoint_identity(str(copy)) and before.startswith(str(copy.resolve()) + "#")
+    with open(copy / "config.json", "a") as f:
+        f.write("\n")
+    assert checkpoint_identity(str(copy)) != before
+    snap = tmp_path / "hub" / "models--org--ocr" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "hub" / "models--org--ocr" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--ocr" / "refs" / "main").write_text("a" * 40)
+    code = "from dsocr_loaders.engines import LocalEngine; print(LocalEngine('org/ocr').identity, LocalEngine('org/new').identity)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert out.stdout.split() == [f"dsocr_model:org/ocr@{'a' * 40}", "dsocr_model:org/new@main"]
+    assert LocalEngine(str(copy)).identity == "dsocr_model:" + checkpoint_identity(str(copy))
