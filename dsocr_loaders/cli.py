@@ -19,6 +19,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
+EXAMPLES = """examples:
+  dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
+  dsocr convert scans/ invoices/*.pdf -o out/ --pages 1-3 --figures --layout
+  dsocr convert poster.png -o out/ --task free_ocr --mode large
+  dsocr convert report.pdf -o out/ --engine openai --base-url http://localhost:8000/v1   # vLLM / SGLang
+  DSOCR_API_KEY=... dsocr convert report.pdf -o out/ --engine openai --base-url https://host/v1 --model NAME
+
+exit codes: 0 all pages done, 1 some pages failed (see the JSON), 2 bad arguments or unreadable inputs
+"""
 
 
 def safe_name(name: str) -> str:
@@ -40,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"dsocr {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="convert PDFs/images (files or folders) to markdown and JSON",
-                       description="Convert PDFs and images to markdown/JSON with DeepSeek-OCR.")
+                       description="Convert PDFs and images to markdown/JSON with DeepSeek-OCR.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     c.add_argument("inputs", nargs="+", help="PDF or image files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     c.add_argument("--task", default="markdown",
@@ -56,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server for --engine openai, e.g. http://localhost:8000/v1 (default: $DSOCR_BASE_URL); "
                         "API key from $DSOCR_API_KEY or $OPENAI_API_KEY")
     c.add_argument("--concurrency", type=int, default=8, help="requests in flight with --engine openai")
+    c.add_argument("--timeout", type=float, default=600, help="seconds per request with --engine openai")
     c.add_argument("--model", default="deepseek-ai/DeepSeek-OCR",
                    help="hub id or local checkpoint folder (local), or the served model name (openai)")
     c.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu (local engine)")
@@ -85,7 +96,7 @@ def convert(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
-    options = {"concurrency": args.concurrency} if args.engine == "openai" else {}
+    options = {"concurrency": args.concurrency, "timeout": args.timeout} if args.engine == "openai" else {}
     try:
         pipe = OCRPipeline(args.model, device=args.device, engine=args.engine, base_url=args.base_url,
                            engine_options=options, task=args.task, locate_text=args.locate_text,

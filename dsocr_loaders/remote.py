@@ -100,6 +100,7 @@ class OpenAIEngine:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._send_max_tokens = True  # turned off once if the server rejects max_tokens beyond its context
+        self._told_mode = False
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIEngine({self.base_url!r}, model={self.model_name!r}, concurrency={self.concurrency})"
@@ -117,6 +118,10 @@ class OpenAIEngine:
         return 2 * self.concurrency
 
     def submit(self, request: OCRRequest) -> Future:
+        if request.mode != "gundam" and not self._told_mode:
+            self._told_mode = True
+            logger.warning("mode=%r is not sent: %s uses its own resolution mode (vLLM: gundam)", request.mode,
+                           self.base_url)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="dsocr-remote")

@@ -51,6 +51,22 @@ def test_corrupt_or_unwritable_cache_degrades_to_no_cache(tmp_path, caplog):
     assert not cache.enabled
 
 
+def test_a_locked_cache_degrades_to_no_cache(tmp_path, caplog):
+    """Another process holds an exclusive lock past the busy timeout: pages still come back, from the engine."""
+    db = tmp_path / "locked.sqlite"
+    ResultCache(db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # in WAL mode this blocks writers (and, exclusive, readers too)
+    try:
+        engine = FakeEngine()
+        results = list(OCRPipeline(engine=engine, cache=ResultCache(db, timeout=0.2)).run(PDF, pages=[0, 1, 2]))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [r.status for r in results] == ["ok"] * 3 and engine.calls == 3
+    assert "disabled" in caplog.text and "locked" in caplog.text
+
+
 def test_a_finished_page_survives_a_killed_process(tmp_path):
     """Pages are committed one by one: a process killed after two pages leaves those two in the cache."""
     db = tmp_path / "k.sqlite"

@@ -51,7 +51,7 @@ def test_console_entry_points():
     out = subprocess.run([sys.executable, "-m", "dsocr_loaders", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("dsocr ")
     helps = subprocess.run([sys.executable, "-m", "dsocr_loaders", "convert", "--help"], capture_output=True, text=True)
-    assert "--pages" in helps.stdout and "--no-cache" in helps.stdout
+    assert all(f in helps.stdout for f in ("--pages", "--no-cache", "--layout", "--base-url", "exit codes"))
 
 
 def test_progress_bar_knows_the_total_up_front(tmp_path, capsys):
