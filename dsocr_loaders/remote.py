@@ -56,7 +56,9 @@ def chat_base_url(base_url: str) -> str:
 
 
 def image_data_url(image: Any, fmt: str = "png") -> str:
-    """The page as a data URL: PNG keeps every pixel the local engine would see; JPEG is ~5x smaller."""
+    """The page as a data URL. PNG (default) keeps every pixel the local engine would see: an A4 page at 144 dpi
+    is ~300 KiB and ~37 ms to encode on one core; JPEG q95 encodes ~5x faster but is lossy and no smaller
+    for text pages (~480 KiB)."""
     buf = io.BytesIO()
     if fmt == "png":
         image.save(buf, format="PNG", compress_level=1)  # speed over size: the server decodes it anyway

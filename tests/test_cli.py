@@ -68,3 +68,17 @@ def test_progress_bar_knows_the_total_up_front(tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err
     assert "2/2" in err and ("page/s" in err or "s/page" in err)
+
+
+def test_hostile_input_names_write_only_inside_the_output_folder(tmp_path):
+    """Real files whose names would escape OUTDIR if used as they are ('..\\..\\x' is a legal Linux name)."""
+    src, out = tmp_path / "in", tmp_path / "deep" / "out"
+    src.mkdir()
+    names = ["..\\..\\evil.pdf", "...pdf", "a\nb.pdf", "CON .pdf"]
+    for n in names:
+        (src / n).write_bytes((PDF / "c02-22.pdf").read_bytes())
+    before = set(tmp_path.rglob("*"))
+    assert main(["convert", *[str(src / n) for n in names], "-o", str(out), "--format", "md", "--no-cache", *TINY]) == 0
+    written = set(tmp_path.rglob("*")) - before
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in written if p.is_file())
+    assert len([p for p in written if p.suffix == ".md"]) == len(names)  # none overwrote another
