@@ -77,7 +77,8 @@ class OpenAIEngine:
         model: the served model name (vLLM: the id given to `vllm serve`; Ollama: "deepseek-ocr:3b").
         api_key: sent as a Bearer token; default from $DSOCR_API_KEY, else $OPENAI_API_KEY, else none.
         concurrency: requests in flight at once (the server batches them).
-        timeout: seconds for one request, connection to last byte.
+        timeout: seconds to connect and then for each read of the answer (a non-streamed answer arrives
+            all at once, so this bounds the wait for one page).
         retries: further attempts after a retryable failure; backoff doubles from `backoff` up to `max_backoff`.
         image_format: "png" (lossless, default) or "jpeg".
         ngram_args: send the n-gram guard and `skip_special_tokens: false` (vLLM recipe fields).
