@@ -3,7 +3,8 @@
 Per input document it writes `NAME.md` (pages joined by a page-split marker, like the official
 `<name>.mmd`) and/or `NAME.json` (every PageResult), with `--figures` the figure crops under
 `NAME_images/`, and with `--layout` `NAME_layouts.pdf` (the pages with their boxes drawn and labelled).
-`--engine openai --base-url URL` sends pages to a vLLM/SGLang server instead of running the model here. Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
+`--engine openai --base-url URL` sends pages to a vLLM/SGLang server instead of running the model here.
+Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
 The result cache is on by default (`--no-cache` to skip, `--cache-dir` to move it). The exit code is 1 when
 any page failed, 2 for bad arguments or unreadable inputs.
 """

@@ -14,8 +14,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import DsocrInputError
 from .results import PageResult
-from .sources import iter_documents
+from .sources import open_document
 
 logger = logging.getLogger(__name__)
 COLOURS = {  # RGB 0..1, one per common label; others get a stable colour from their name
@@ -62,9 +63,10 @@ def write_layout_pdf(results: Sequence[PageResult], out_path: str | Path, *, pas
     if not pages:
         return None
     source = pages[0].source
-    name, doc = next(iter_documents(source, password=password), (None, None))
-    if doc is None or isinstance(doc, Exception):
-        logger.warning("layout for %s skipped: %s", source, doc)
+    try:
+        doc = open_document(source, source, password=password)  # a path: reopened, never held meanwhile
+    except (DsocrInputError, OSError) as e:
+        logger.warning("layout for %s skipped: %s", source, e)
         return None
     out = pymupdf.open()
     try:

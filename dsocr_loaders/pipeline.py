@@ -66,7 +66,6 @@ class OCRPipeline:
                                     max_crops=max_crops, max_new_tokens=max_new_tokens, ngram_size=ngram_size,
                                     window_size=window_size)
         self._settings_key = settings.key()  # settings are frozen: hash them once, not per page
-        self.model, self.device = model, device
         # engines are cheap to build (the local one loads its model on the first page)
         self.engine = make_engine(engine, model=model, device=device, base_url=base_url, api_key=api_key,
                                   **(engine_options or {}))
