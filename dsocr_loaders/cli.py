@@ -27,7 +27,8 @@ EXAMPLES = """examples:
   dsocr convert report.pdf -o out/ --engine openai --base-url http://localhost:8000/v1   # vLLM / SGLang
   DSOCR_API_KEY=... dsocr convert report.pdf -o out/ --engine openai --base-url https://host/v1 --model NAME
 
-exit codes: 0 all pages done, 1 some pages failed (see the JSON), 2 bad arguments or unreadable inputs
+exit codes: 0 all done, 1 some pages failed (see the JSON) or a layout PDF could not be written,
+            2 bad arguments or unreadable inputs
 """
 
 
@@ -108,7 +109,7 @@ def convert(args: argparse.Namespace) -> int:
         print(f"dsocr: {e}", file=sys.stderr)
         return 2
     counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
-    cached = 0
+    cached = lost_layouts = 0
     used: set[str] = set()
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="page", disable=args.quiet, dynamic_ncols=True)
@@ -116,7 +117,7 @@ def convert(args: argparse.Namespace) -> int:
         current, pages = None, []
         for r in pipe.run(args.inputs, pages=args.pages, password=args.password):
             if r.source != current and pages:
-                _write(out, pages, formats, args, used)
+                lost_layouts += not _write(out, pages, formats, args, used)
                 pages = []
             current = r.source
             pages.append(r)
@@ -126,7 +127,7 @@ def convert(args: argparse.Namespace) -> int:
                 logging.getLogger("dsocr").warning("%s page %s: %s", r.source, r.page_label or r.page + 1, r.error)
             bar.update(1)
         if pages:
-            _write(out, pages, formats, args, used)
+            lost_layouts += not _write(out, pages, formats, args, used)
     except (DsocrInputError, FileNotFoundError) as e:
         bar.close()
         print(f"dsocr: {e}", file=sys.stderr)
@@ -136,11 +137,13 @@ def convert(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     failed = counts["error"]
     print(f"dsocr: {total} pages in {dt:.1f} s: {counts['ok']} ok, {counts['truncated']} truncated, "
-          f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}")
-    return 1 if failed else 0
+          f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}"
+          + (f"; {lost_layouts} layout PDFs could not be written" if lost_layouts else ""))
+    return 1 if failed or lost_layouts else 0
 
 
-def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, used: set[str]) -> None:
+def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, used: set[str]) -> bool:
+    """Write one document's files; False when its layout PDF could not be written (the rest still is)."""
     stem = safe_name(Path(pages[0].source or "document").stem)
     base, k = stem, 1
     while stem in used:  # two inputs with the same name: a.pdf, a_2.pdf
@@ -161,7 +164,12 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
     if args.layout:
         from .layout import write_layout_pdf
 
-        write_layout_pdf(pages, out / f"{stem}_layouts.pdf", password=args.password)
+        try:
+            write_layout_pdf(pages, out / f"{stem}_layouts.pdf", password=args.password)
+        except Exception as e:  # a side product: never worth the rest of the batch
+            logging.getLogger("dsocr").warning("%s: layout PDF not written: %s", pages[0].source, e)
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,3 +88,18 @@ def test_layout_of_a_failed_page_is_drawn_plain_and_unreadable_sources_are_skipp
     with pymupdf.open(tmp_path / "o" / "turned_layouts.pdf") as layout:
         assert layout.page_count == 1 and "title" not in layout[0].get_text()
     assert not (tmp_path / "o" / "broken_layouts.pdf").exists()
+
+
+def test_a_layout_that_cannot_be_written_fails_alone(tmp_path, capsys):
+    """The layout PDF's path is taken by a folder: a warning, exit code 1, and the markdown of every input."""
+    for name in ("a", "b"):
+        rotated_pdf(tmp_path / f"{name}.pdf", [(40, 60, 140, 200)])
+    out = tmp_path / "out"
+    (out / "a_layouts.pdf").mkdir(parents=True)
+    (out / "a_layouts.pdf" / "keep").write_text("x")  # not empty: PyMuPDF would replace an empty folder
+    with ChatServer(square_answer) as server:
+        code = main(["convert", str(tmp_path / "a.pdf"), str(tmp_path / "b.pdf"), "-o", str(out), "--engine", "openai",
+                     "--base-url", server.url, "--layout", "--no-cache", "-q"])
+    assert code == 1 and "1 layout PDFs could not be written" in capsys.readouterr().out
+    assert (out / "a.md").read_text() == "# Square" and (out / "b.md").exists()
+    assert (out / "b_layouts.pdf").is_file()
