@@ -21,8 +21,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
-from dsocr_model.decoder import KVCache  # noqa: E402
-from dsocr_model.generate import greedy_generate  # noqa: E402
+from dsocr_model.modeling.decoder import KVCache  # noqa: E402
+from dsocr_model.runtime.generate import generate, prefill  # noqa: E402
 
 
 def main() -> None:
@@ -62,10 +62,11 @@ def main() -> None:
         with torch.inference_mode():  # prefill = vision + decoder over the prompt, first token chosen
             dev_ids = ids.to(args.device)[None]
             cache = KVCache(model.config.decoder, 1, len(ids) + 1, args.device, dtype)
-            int(model.step(model.embed(dev_ids, views), torch.arange(len(ids), device=args.device)[None], cache).argmax())
+            int(prefill(model, model.embed(dev_ids, views), torch.arange(len(ids), device=args.device)[None], cache,
+                        len(ids)).argmax())
         sync(args.device)
         t2 = time.perf_counter()
-        gen = greedy_generate(model, ids, views, n_new, eos_id=-1)
+        gen = generate(model, ids, views, n_new, eos_id=-1)
         sync(args.device)
         t3 = time.perf_counter()
         assert len(gen.token_ids) == n_new

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from chat_server import ChatServer, ok, slow  # noqa: E402
-from dsocr_loaders import OCRPipeline  # noqa: E402
+from dsocr_loaders import OCRPipeline  # noqa: E402, EngineSettings
 
 REPLY = "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 120]]<|/det|>\n# Results\n\n" \
         "<|ref|>text<|/ref|><|det|>[[100, 150, 900, 400]]<|/det|>\n" + "Accuracy rose. " * 200
@@ -43,7 +43,7 @@ def main() -> None:
     print(f"{len(pages)} pages of {w}x{h} px, server answers after {args.server_ms:.0f} ms, {os.cpu_count()} CPUs")
     with ChatServer(answer) as server:
         for c in args.concurrency:
-            pipe = OCRPipeline(engine="openai", base_url=server.url, engine_options={"concurrency": c})
+            pipe = OCRPipeline(EngineSettings(base_url=server.url, engine="openai", options={"concurrency": c}))
             t0 = time.perf_counter()
             results = list(pipe.run_pages(pages))
             dt = time.perf_counter() - t0

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 
 from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
-from dsocr_model.engine import Engine, PageRequest  # noqa: E402
-from dsocr_model.generate import greedy_generate  # noqa: E402
+from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
+from dsocr_model.runtime.generate import generate  # noqa: E402
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
         sync(args.device)
         t0 = time.perf_counter()
         for _ in range(args.baseline):
-            greedy_generate(model, ids, views, args.new_tokens, eos_id=-1, ngram_size=20, window_size=50,
+            generate(model, ids, views, args.new_tokens, eos_id=-1, ngram_size=20, window_size=50,
                             whitelist={128821, 128822})
         sync(args.device)
         tb = time.perf_counter() - t0

@@ -1,6 +1,8 @@
 """dsocr_loaders: DeepSeek-OCR for RAG. Sources -> pages -> engine -> PageResults -> Documents.
 
-Exports resolve lazily (PEP 562): importing this package loads neither torch nor any framework.
+Layers: `ocr` (the framework-free core: types, settings, sources, engines, parsing, pipeline, cache, ids)
+-> the integrations (`langchain`, `llama_index`) and the apps (`apps.cli`, `apps.layout`). Exports
+resolve lazily (PEP 562): importing this package loads neither torch nor any framework.
 """
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "OCRPipeline": "pipeline", "PageResult": "results", "Element": "results", "parse_page": "grounding",
-    "OCRSettings": "tasks", "TASK_PROMPTS": "tasks", "build_prompt": "tasks",
-    "OCREngine": "engines", "OCRRequest": "engines", "OCRResponse": "engines", "LocalEngine": "engines",
-    "parse_pages": "sources", "PageImage": "sources",
-    "DsocrInputError": "errors", "UnsupportedFormatError": "errors", "EmptyInputError": "errors",
-    "CorruptFileError": "errors", "PasswordError": "errors", "PageRangeError": "errors", "ResultCache": "cache",
-    "TooLargeError": "errors", "RemoteEngineError": "errors", "OpenAIEngine": "remote", "make_engine": "engines",
+    "OCRPipeline": "ocr.pipeline", "PageResult": "ocr.results", "Element": "ocr.results",
+    "parse_page": "ocr.grounding", "OCRSettings": "ocr.settings", "EngineSettings": "ocr.settings",
+    "RenderSettings": "ocr.settings", "OutputSettings": "ocr.settings", "LoaderOptions": "ocr.options",
+    "OCREngine": "ocr.types", "OCRRequest": "ocr.types", "OCRResponse": "ocr.types",
+    "LocalEngine": "ocr.engines", "OpenAIEngine": "ocr.engines", "make_engine": "ocr.engines",
+    "parse_pages": "ocr.sources", "render_pages": "ocr.sources", "PageImage": "ocr.sources",
+    "DsocrInputError": "ocr.errors", "UnsupportedFormatError": "ocr.errors", "EmptyInputError": "ocr.errors",
+    "CorruptFileError": "ocr.errors", "PasswordError": "ocr.errors", "PageRangeError": "ocr.errors",
+    "TooLargeError": "ocr.errors", "RemoteEngineError": "ocr.errors", "ResultCache": "ocr.cache",
 }
 __all__ = sorted(_EXPORTS)
 

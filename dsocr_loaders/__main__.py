@@ -1,6 +1,6 @@
 """python -m dsocr_loaders convert INPUT... -o OUTDIR (same as the `dsocr` console script)."""
 import sys
 
-from .cli import main
+from .apps.cli import main
 
 sys.exit(main())

@@ -20,6 +20,7 @@ With langchain-community: GenericLoader.from_filesystem("docs/", parser=DeepSeek
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,33 +28,19 @@ from typing import Any
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
 from langchain_core.documents import Document
 
-from .documents import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
-                        stable_id)
-from .engines import DEFAULT_MODEL
-from .pipeline import OCRPipeline
-from .results import PageResult
-from .sources import iter_inputs
-
-SPLITS = ("page", "single", "elements")
+from .ocr.ids import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
+                      stable_id)
+from .ocr.options import LoaderOptions
+from .ocr.progress import with_progress
+from .ocr.results import PageResult
+from .ocr.sources import iter_inputs
 
 
-class _Settings:
-    """Keyword-only settings shared by the loader and the parser."""
-
-    def _configure(self, *, model: str, device: str, engine: Any, task: str, prompt: str | None, mode: str,
-                   max_new_tokens: int, dpi: float, split: str, pages_delimiter: str, include_boxes: bool,
-                   nested_metadata: bool, figures_dir: str | None, table_format: str, progress: bool,
-                   **pipeline_options: Any) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.pipeline = OCRPipeline(model, device=device, engine=engine, task=task, prompt=prompt, mode=mode,
-                                    max_new_tokens=max_new_tokens, dpi=dpi, table_format=table_format,
-                                    extract_figures=figures_dir is not None, on_error="raise", **pipeline_options)
-        self.split, self.pages_delimiter = split, pages_delimiter
-        self.include_boxes, self.nested, self.figures_dir, self.progress = include_boxes, nested_metadata, figures_dir, progress
+class _Documents:
+    """PageResults -> Documents, shared by the loader and the parser (options come from LoaderOptions)."""
 
     def _documents(self, results: Iterator[PageResult], source: str, digest: str) -> Iterator[Document]:
-        results = self._progress(results, source)
+        results = with_progress(results, source, self.progress, sized=self.pages is None)
         if self.split == "single":
             pages = list(results)
             if pages:
@@ -65,7 +52,7 @@ class _Settings:
     @cached_property
     def _ids(self) -> tuple[str, str]:
         """What besides the file and page decides a Document's id: the OCR settings and the model."""
-        return self.pipeline.settings.key(), getattr(self.pipeline.engine, "identity", "")
+        return self.pipeline.settings.key(), self.pipeline.engine_identity
 
     def _single(self, pages: list[PageResult], source: str, digest: str) -> Document:
         meta = page_metadata(pages[0], source)
@@ -81,68 +68,37 @@ class _Settings:
             save_figures(r, self.figures_dir, Path(source).stem)
         base = page_metadata(r, source)
         if self.split == "page" or r.status == "error" or not r.elements:
-            meta = base | ocr_metadata(r, self.include_boxes, self.nested)
+            meta = base | ocr_metadata(r, self.include_boxes, self.nested_metadata)
             yield Document(r.markdown, metadata=meta, id=stable_id(digest, r.page, *self._ids))
             return
         common = base | ocr_metadata(r, include_boxes=False)
         for i, e in enumerate(r.elements):
-            meta = common | element_metadata(e, i, self.nested)
+            meta = common | element_metadata(e, i, self.nested_metadata)
             yield Document(e.text, metadata=meta, id=stable_id(digest, r.page, i, *self._ids))
 
-    def _progress(self, results: Iterator[PageResult], source: str) -> Iterator[PageResult]:
-        if not self.progress:
-            yield from results
-            return
-        from tqdm.auto import tqdm
-
-        with tqdm(desc=Path(source).name, unit="page") as bar:
-            for r in results:
-                if self.pages is None:
-                    bar.total = r.total_pages
-                bar.update(1)
-                yield r
 
 
-def _defaults(kw: dict[str, Any]) -> dict[str, Any]:
-    base = dict(model=DEFAULT_MODEL, device="auto", engine=None, task="markdown", prompt=None, mode="gundam",
-                max_new_tokens=8192, dpi=144, split="page", pages_delimiter="\n\f", include_boxes=True,
-                nested_metadata=False, figures_dir=None, table_format="html", progress=False)
-    return base | kw
-
-
-class DeepSeekOCRLoader(BaseLoader, _Settings):
+@dataclass(kw_only=True, eq=False)
+class DeepSeekOCRLoader(BaseLoader, _Documents, LoaderOptions):
     """Load PDFs and images as Documents with DeepSeek-OCR.
 
-    Args:
-        file_path: a path (PDF or image; a directory loads every PDF/image in it) or a list of paths.
-        model, device: checkpoint (hub id or directory) and "auto" | "cuda" | "cpu" for the local engine.
-        engine: "local" (default), "openai" with `base_url=` (a vLLM/SGLang/OpenAI-compatible server; key from
-            `api_key=` or $DSOCR_API_KEY / $OPENAI_API_KEY; `engine_options=` e.g. {"concurrency": 16}), or an
-            engine instance (e.g. one shared between loaders).
-        task, prompt, mode, max_new_tokens, dpi, table_format: see OCRPipeline.
-        pages: "1-3,7" (1-based) or 0-based ints; password: for encrypted PDFs.
-        split: "page" (one Document per page, default), "single" (one per file, pages joined with
-            `pages_delimiter`), or "elements" (one per grounded block, with its label and box).
-        include_boxes: add the page's boxes as `ocr_elements`; nested_metadata: as lists, not JSON strings.
-        figures_dir: save figure crops there and link them from the markdown.
-        progress: show a tqdm bar per file.
-        cache: None (default, off), True (user cache dir), a sqlite path or a ResultCache: unchanged
-            pages are not OCR'd again (key: page pixels + settings + model).
+    `file_path`: a path (PDF or image; a directory loads every PDF/image in it) or a list of paths; every
+    other option is keyword-only and described in `dsocr_loaders.ocr.options.LoaderOptions`.
     """
 
-    def __init__(self, file_path: str | Path | list[str | Path], *, pages: Any = None, password: str | None = None,
-                 **settings: Any) -> None:
-        self.file_paths = [str(file_path)] if isinstance(file_path, (str, Path)) else [str(p) for p in file_path]
-        self.pages, self.password = pages, password
-        self._configure(**_defaults(settings))
+    file_path: str | Path | list[str | Path] = field(kw_only=False)
+
+    @property
+    def file_paths(self) -> list[str]:
+        return [str(self.file_path)] if isinstance(self.file_path, (str, Path)) else [str(p) for p in self.file_path]
 
     def lazy_load(self) -> Iterator[Document]:
-        for name, _ in iter_inputs(self.file_paths, self.pipeline.glob):  # directories expand to their files
+        for name, _ in iter_inputs(self.file_paths, self.pipeline.render.glob):  # directories expand to their files
             yield from self._documents(self.pipeline.run(name, self.pages, self.password), name, content_hash(name))
 
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Pages are rendered and OCR'd off the event loop; Documents come in page order as they finish."""
-        for name, _ in iter_inputs(self.file_paths, self.pipeline.glob):
+        for name, _ in iter_inputs(self.file_paths, self.pipeline.render.glob):
             digest = content_hash(name)
             results = self.pipeline.arun(name, self.pages, self.password)
             if self.split == "single":
@@ -155,15 +111,13 @@ class DeepSeekOCRLoader(BaseLoader, _Settings):
                     yield doc
 
 
-class DeepSeekOCRParser(BaseBlobParser, _Settings):
+@dataclass(kw_only=True, eq=False)
+class DeepSeekOCRParser(BaseBlobParser, _Documents, LoaderOptions):
     """Parse PDF or image blobs with DeepSeek-OCR (for `GenericLoader` and custom blob loaders).
 
-    Same keyword settings as DeepSeekOCRLoader; `pages` and `password` apply to every blob.
+    The same keyword-only options as DeepSeekOCRLoader (LoaderOptions); `pages` and `password` apply to
+    every blob.
     """
-
-    def __init__(self, *, pages: Any = None, password: str | None = None, **settings: Any) -> None:
-        self.pages, self.password = pages, password
-        self._configure(**_defaults(settings))
 
     def lazy_parse(self, blob: Blob) -> Iterator[Document]:
         data = blob.as_bytes()

@@ -21,58 +21,74 @@ from typing import Any
 
 from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import Document, ImageDocument
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
-from .documents import content_hash, element_metadata, ocr_metadata, page_metadata, single_status, stable_id
-from .engines import DEFAULT_MODEL
-from .pipeline import OCRPipeline
-from .results import PageResult
-from .sources import iter_inputs
+from .ocr.ids import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
+                      stable_id)
+from .ocr.options import LoaderOptions
+from .ocr.pipeline import OCRPipeline
+from .ocr.progress import with_progress
+from .ocr.results import PageResult
+from .ocr.settings import (DEFAULT_DEVICE, DEFAULT_DPI, DEFAULT_MODEL, DEFAULT_ON_ERROR, DEFAULT_SPLIT,
+                           DEFAULT_TABLE_FORMAT, PAGES_DELIMITER)
+from .ocr.sources import iter_inputs
+from .ocr.types import DEFAULT_MAX_NEW_TOKENS
 
 SHOWN_KEYS = {"file_path", "file_name", "page_label", "page_number", "total_pages", "category"}
 
 
 class DeepSeekOCRReader(BasePydanticReader):
-    """DeepSeek-OCR as a LlamaIndex reader (settings as in OCRPipeline; see module docstring)."""
+    """DeepSeek-OCR as a LlamaIndex reader: the options of LoaderOptions (the LangChain loader's), validated
+    at construction, plus `extract_figures` (an ImageDocument per figure crop)."""
 
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)  # a misspelt option fails here
     is_remote: bool = False
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    task: str = "markdown"
-    prompt: str | None = None
-    mode: str = "gundam"
-    max_new_tokens: int = 8192
-    dpi: float = 144
-    pages: Any = None
-    password: str | None = None
-    split: str = "page"
-    pages_delimiter: str = "\n\n"
-    table_format: str = "html"
-    include_boxes: bool = True
-    extract_figures: bool = False  # also yield an ImageDocument per figure crop
-    cache: Any = Field(default=None, description="None/False, True (user cache dir), a sqlite path or a ResultCache")
-    engine: Any = Field(default=None, exclude=True,
-                        description='"local" (default), "openai" (a server at base_url) or an engine instance')
+    pipeline: Any = Field(default=None, exclude=True, description="an OCRPipeline to use as it is")
+    model: str = Field(default=DEFAULT_MODEL, description="hub id or checkpoint directory (openai: served name)")
+    device: str = Field(default=DEFAULT_DEVICE, description='"auto" | "cuda" | "cpu"')
+    engine: Any = Field(default=None, exclude=True, description='"local", "openai" or an engine object')
     base_url: str | None = Field(default=None, description='OpenAI-compatible server for engine="openai"')
     api_key: str | None = Field(default=None, exclude=True, repr=False,
                                 description="default: $DSOCR_API_KEY, else $OPENAI_API_KEY")
-    engine_options: dict = Field(default_factory=dict, description="e.g. {'concurrency': 16, 'timeout': 300}")
+    engine_options: dict | None = Field(default=None, description="e.g. {'concurrency': 16, 'timeout': 300}")
+    task: str | None = Field(default=None, description="official prompt by name; None: the model's (markdown)")
+    prompt: str | None = Field(default=None, description="raw prompt with one <image>, instead of a task")
+    locate_text: str | None = Field(default=None, description='what to find with task="locate"')
+    mode: str | None = Field(default=None, description="resolution mode; None: the model's (gundam)")
+    max_crops: int | None = Field(default=None, description="tile cap; None: the model's (6)")
+    max_new_tokens: int = Field(default=DEFAULT_MAX_NEW_TOKENS, description="token limit per page")
+    ngram_size: int | None = Field(default=None, description="n-gram guard; None: the model's, 0: off")
+    window_size: int | None = Field(default=None, description="n-gram guard window; None: the model's")
+    dpi: float = Field(default=DEFAULT_DPI, description="PDF rendering resolution")
+    table_format: str = Field(default=DEFAULT_TABLE_FORMAT, description='"html" | "markdown"')
+    pages: Any = Field(default=None, description='"1-3,7" (1-based) or 0-based ints')
+    password: str | None = Field(default=None, exclude=True, repr=False, description="for encrypted PDFs")
+    split: str = Field(default=DEFAULT_SPLIT, description='"page" | "single" | "elements"')
+    pages_delimiter: str = Field(default=PAGES_DELIMITER, description='joins pages with split="single"')
+    include_boxes: bool = Field(default=True, description="the page's boxes as ocr_elements")
+    nested_metadata: bool = Field(default=False, description="boxes as lists, not JSON strings")
+    figures_dir: str | None = Field(default=None, description="save figure crops there and link them")
+    progress: bool = Field(default=False, description="a tqdm bar per file")
+    cache: Any = Field(default=None, description="None/False, True (user cache dir), a sqlite path or a ResultCache")
+    on_error: str = Field(default=DEFAULT_ON_ERROR, description='"raise" | "page"')
+    extract_figures: bool = Field(default=False, description="also yield an ImageDocument per figure crop")
     _pipeline: OCRPipeline | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: Any) -> None:
+        self._build()  # validates mode, task and the rest now, not at the first page (cheap: no engine built)
 
     @classmethod
     def class_name(cls) -> str:
         return "DeepSeekOCRReader"
 
+    def _build(self) -> OCRPipeline:
+        LoaderOptions.validate(self)  # type: ignore[arg-type]  # the same fields, by name
+        return self.pipeline or LoaderOptions.build_pipeline(self, extract_figures=self.extract_figures or None)
+
     @property
-    def pipeline(self) -> OCRPipeline:
-        if self._pipeline is None:
-            if self.split not in ("page", "single", "elements"):
-                raise ValueError(f"split must be 'page', 'single' or 'elements', got {self.split!r}")
-            self._pipeline = OCRPipeline(self.model, device=self.device, engine=self.engine, base_url=self.base_url,
-                                         api_key=self.api_key, engine_options=self.engine_options, task=self.task,
-                                         prompt=self.prompt, mode=self.mode, max_new_tokens=self.max_new_tokens,
-                                         dpi=self.dpi, table_format=self.table_format,
-                                         extract_figures=self.extract_figures, cache=self.cache)
+    def ocr_pipeline(self) -> OCRPipeline:
+        if self._pipeline is None:  # dropped by pickling: rebuilt lazily in the new process
+            self._pipeline = self._build()
         return self._pipeline
 
     def __getstate__(self) -> dict[str, Any]:  # drop the live pipeline (and model); rebuilt lazily
@@ -83,21 +99,22 @@ class DeepSeekOCRReader(BasePydanticReader):
     def lazy_load_data(self, file_path: str | Path | Iterable[str | Path], extra_info: dict | None = None,
                        fs: Any = None) -> Iterator[Document]:
         for name, data in _sources(file_path, fs):
-            results = self.pipeline.run(data, self.pages, self.password)
+            results = self.ocr_pipeline.run(data, self.pages, self.password)
             yield from self._to_documents(results, name, data, extra_info or {})
 
     async def aload_data(self, file_path: str | Path | Iterable[str | Path], extra_info: dict | None = None,
                          fs: Any = None) -> list[Document]:
         docs: list[Document] = []
         for name, data in _sources(file_path, fs):
-            pages = [r async for r in self.pipeline.arun(data, self.pages, self.password)]
+            pages = [r async for r in self.ocr_pipeline.arun(data, self.pages, self.password)]
             docs.extend(self._to_documents(iter(pages), name, data, extra_info or {}))
         return docs
 
     # ---- conversion ----------------------------------------------------------------------------
     def _to_documents(self, results: Iterator[PageResult], name: str, data: Any, extra: dict) -> Iterator[Document]:
         digest = content_hash(data)
-        ids = (self.pipeline.settings.key(), getattr(self.pipeline.engine, "identity", ""))
+        ids = (self.ocr_pipeline.settings.key(), self.ocr_pipeline.engine_identity)
+        results = with_progress(results, name, self.progress)
         file_meta = {"file_path": name, "file_name": Path(name).name}
         if self.split == "single":
             pages = list(results)
@@ -111,12 +128,14 @@ class DeepSeekOCRReader(BasePydanticReader):
         for r in results:
             base = file_meta | {"page_label": r.page_label, "page_number": r.page + 1, "total_pages": r.total_pages}
             base |= {k: v for k, v in page_metadata(r, name).items() if k not in ("source", "page", "file_path")}
+            if self.figures_dir is not None:
+                save_figures(r, self.figures_dir, Path(name).stem)
             if self.split == "page" or r.status == "error" or not r.elements:
-                meta = base | ocr_metadata(r, self.include_boxes) | extra
+                meta = base | ocr_metadata(r, self.include_boxes, self.nested_metadata) | extra
                 yield _doc(r.markdown, meta, stable_id(digest, r.page, *ids), shown=extra)
             else:
                 for i, e in enumerate(r.elements):
-                    meta = base | ocr_metadata(r, False) | element_metadata(e, i) | extra
+                    meta = base | ocr_metadata(r, False) | element_metadata(e, i, self.nested_metadata) | extra
                     yield _doc(e.text, meta, stable_id(digest, r.page, i, *ids), shown=extra)
             if self.extract_figures:
                 yield from _figure_documents(r, base, extra, digest, ids)

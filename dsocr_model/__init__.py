@@ -1,7 +1,8 @@
-"""dsocr_model: a faithful PyTorch DeepSeek-OCR that loads the official checkpoint unchanged.
+"""dsocr_model: the DeepSeek-OCR family in PyTorch, loading the official checkpoints unchanged.
 
-Exports resolve lazily (PEP 562) so `dsocr_model.modes` and `dsocr_model.weights` helpers can be used
-without importing torch.
+Layers, each importing only those below it: `family` (torch-free specs, tile geometry, the architecture
+registry) -> `modeling` (torch modules, preprocessing, tokenizer, weights) -> `runtime` (generation and
+the batched engine). Exports resolve lazily (PEP 562) so the torch-free parts load without torch.
 """
 from __future__ import annotations
 
@@ -9,11 +10,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DeepseekOCR": "model", "Generation": "generate", "banned_ngram_tokens": "ngram",
-    "ImageViews": "preprocess", "preprocess_image": "preprocess", "MODES": "modes",
-    "count_image_tokens": "modes", "OCRConfig": "config", "DecoderConfig": "config", "SamConfig": "config",
-    "ClipConfig": "config", "CheckpointError": "weights", "ModelNotFoundError": "weights",
-    "DEFAULT_MODEL_ID": "weights", "Engine": "engine", "PageRequest": "engine", "PageOutput": "engine",
+    "ModelSpec": "family.spec", "Mode": "family.spec", "Guard": "family.spec",
+    "DEEPSEEK_OCR": "family.deepseek_ocr", "count_image_tokens": "family.deepseek_ocr",
+    "Architecture": "family.registry", "register": "family.registry", "architecture_for": "family.registry",
+    "spec_for": "family.registry", "DEFAULT_MODEL_ID": "family.registry",
+    "UnknownArchitectureError": "family.registry",
+    "DeepseekOCR": "modeling.model", "ImageViews": "modeling.preprocess", "preprocess_image": "modeling.preprocess",
+    "OCRConfig": "modeling.config", "DecoderConfig": "modeling.config", "SamConfig": "modeling.config",
+    "ClipConfig": "modeling.config", "CheckpointError": "modeling.weights", "ModelNotFoundError": "modeling.weights",
+    "generate": "runtime.generate", "Generation": "runtime.generate", "banned_ngram_tokens": "runtime.ngram",
+    "Engine": "runtime.engine", "PageRequest": "runtime.batch", "PageOutput": "runtime.batch",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -63,7 +63,7 @@ def request_prompt(body: dict) -> str:
 def model_answer(engine: Any, mode: str, strip_special_tokens: bool = False) -> Callable[[dict, int], Reply]:
     """Answer as vLLM serving the model would: the prompt gets its `<image>` back, n-gram args come from
     `vllm_xargs`, special tokens are kept only when the request says `skip_special_tokens: false`."""
-    from dsocr_loaders.engines import OCRRequest
+    from dsocr_loaders.ocr.types import OCRRequest
 
     def answer(body: dict, n: int) -> Reply:
         xargs = body.get("vllm_xargs") or {}

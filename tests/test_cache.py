@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from conftest import FIXTURES
-from dsocr_loaders import OCRPipeline
-from dsocr_loaders.cache import ResultCache
+from dsocr_loaders import OCRPipeline, OCRSettings
+from dsocr_loaders.ocr.cache import ResultCache
 from dsocr_loaders.langchain import DeepSeekOCRLoader
 from dsocr_loaders.llama_index import DeepSeekOCRReader
 from test_pipeline import FakeEngine
@@ -19,14 +19,14 @@ PDF = FIXTURES / "pdf" / "multi_page.pdf"
 def test_second_run_is_served_from_the_cache(tmp_path):
     db = tmp_path / "cache.sqlite"
     first_engine, second_engine = FakeEngine(), FakeEngine()
-    first = list(OCRPipeline(engine=first_engine, cache=db).run(PDF))
-    second = list(OCRPipeline(engine=second_engine, cache=db).run(PDF))
+    first = list(OCRPipeline(first_engine, cache=db).run(PDF))
+    second = list(OCRPipeline(second_engine, cache=db).run(PDF))
     assert first_engine.calls == 5 and second_engine.calls == 0
     assert [r.markdown for r in first] == [r.markdown for r in second]
     assert [r.status for r in second] == ["ok"] * 5 and all(r.timings.get("cache_hit") for r in second)
     assert second[0].text_tokens == 321 and second[0].elements[1].bbox == first[0].elements[1].bbox
     other = FakeEngine()
-    list(OCRPipeline(engine=other, cache=db, mode="base").run(PDF, pages=[0]))
+    list(OCRPipeline(other, ocr=OCRSettings(mode="base"), cache=db).run(PDF, pages=[0]))
     assert other.calls == 1  # another mode is another key
 
 
@@ -42,7 +42,7 @@ def test_corrupt_or_unwritable_cache_degrades_to_no_cache(tmp_path, caplog):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
     engine = FakeEngine()
-    results = list(OCRPipeline(engine=engine, cache=bad).run(PDF, pages=[0, 1]))
+    results = list(OCRPipeline(engine, cache=bad).run(PDF, pages=[0, 1]))
     assert [r.status for r in results] == ["ok", "ok"] and engine.calls == 2
     assert "disabled" in caplog.text
     blocked = tmp_path / "file"
@@ -59,7 +59,7 @@ def test_a_locked_cache_degrades_to_no_cache(tmp_path, caplog):
     holder.execute("BEGIN EXCLUSIVE")  # in WAL mode this blocks writers (and, exclusive, readers too)
     try:
         engine = FakeEngine()
-        results = list(OCRPipeline(engine=engine, cache=ResultCache(db, timeout=0.2)).run(PDF, pages=[0, 1, 2]))
+        results = list(OCRPipeline(engine, cache=ResultCache(db, timeout=0.2)).run(PDF, pages=[0, 1, 2]))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -75,7 +75,7 @@ import os, sys
 sys.path.insert(0, {str(FIXTURES.parents[1])!r})
 from test_pipeline import FakeEngine
 from dsocr_loaders import OCRPipeline
-for r in OCRPipeline(engine=FakeEngine(), cache={str(db)!r}, max_in_flight=1).run({str(PDF)!r}):
+for r in OCRPipeline(FakeEngine(), cache={str(db)!r}, max_in_flight=1).run({str(PDF)!r}):
     if r.page == 1:
         os._exit(9)   # no cleanup, like kill -9
 """
@@ -83,14 +83,14 @@ for r in OCRPipeline(engine=FakeEngine(), cache={str(db)!r}, max_in_flight=1).ru
     rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0]
     assert rows >= 2
     engine = FakeEngine()
-    list(OCRPipeline(engine=engine, cache=db).run(PDF))
+    list(OCRPipeline(engine, cache=db).run(PDF))
     assert engine.calls == 5 - rows
 
 
 WRITER = """
 import sys, logging
-from dsocr_loaders.cache import ResultCache
-from dsocr_loaders.engines import OCRResponse
+from dsocr_loaders.ocr.cache import ResultCache
+from dsocr_loaders.ocr.types import OCRResponse
 logging.basicConfig(level=logging.WARNING)
 cache, me = ResultCache(sys.argv[1]), int(sys.argv[2])
 for i in range(200):
@@ -121,7 +121,7 @@ def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
     import shutil
 
     from conftest import GOLDEN
-    from dsocr_loaders.engines import LocalEngine, checkpoint_identity
+    from dsocr_loaders.ocr.engines import LocalEngine, checkpoint_identity
 
     copy = tmp_path / "ckpt"
     shutil.copytree(GOLDEN, copy)
@@ -135,7 +135,7 @@ def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
     (snap / "config.json").write_text("{}")
     (tmp_path / "hub" / "models--org--ocr" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--ocr" / "refs" / "main").write_text("a" * 40)
-    code = "from dsocr_loaders.engines import LocalEngine; print(LocalEngine('org/ocr').identity, LocalEngine('org/new').identity)"
+    code = "from dsocr_loaders.ocr.engines import LocalEngine; print(LocalEngine('org/ocr').identity, LocalEngine('org/new').identity)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")})
     assert out.stdout.split() == [f"dsocr_model:org/ocr@{'a' * 40}", "dsocr_model:org/new@main"]

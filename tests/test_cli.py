@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import FIXTURES, GOLDEN
-from dsocr_loaders.cli import main, safe_name
+from dsocr_loaders.apps.cli import main, safe_name
 
 PDF = FIXTURES / "pdf"
 TINY = ["--model", str(GOLDEN), "--device", "cpu", "--mode", "tiny", "--max-new-tokens", "6", "-q"]
@@ -56,7 +56,7 @@ def test_console_entry_points():
 
 def test_progress_bar_knows_the_total_up_front(tmp_path, capsys):
     """The bar has a total (so tqdm shows pages/s and an ETA): pages are counted before any OCR."""
-    from dsocr_loaders.sources import count_pages
+    from dsocr_loaders.ocr.sources import count_pages
 
     (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4\n" + b"\x00junk" * 40)
     img = FIXTURES / "images" / "Portrait_6.jpg"

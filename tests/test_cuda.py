@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import GOLDEN, load_golden_case
-from dsocr_model import DeepseekOCR
-from dsocr_model.moe import moe_reference
+from dsocr_loaders import EngineSettings, OCRSettings
+from dsocr_model import DeepseekOCR, generate
+from dsocr_model.modeling.moe import moe_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -21,7 +22,7 @@ def cuda_model():
 def test_golden_tokens_on_cuda_fp32(cuda_model, golden_cases, golden_pixels, name):
     _, ref, views, prompt = load_golden_case(name, golden_cases, golden_pixels)
     ids = cuda_model.build_input_ids(prompt, views)
-    gen = cuda_model.generate_greedy(ids, views, 24, keep_logits=True)
+    gen = generate(cuda_model, ids, views, 24, keep_logits=True)
     assert gen.token_ids == ref["generated_ids"].tolist()
     assert (torch.stack(gen.step_logits) - ref["step_logits"]).abs().max() < 5e-4
 
@@ -40,7 +41,7 @@ def test_bf16_grouped_moe_matches_naive_on_cuda(tokens):
 @pytest.mark.parametrize("max_batch", [1, 3, 8])
 def test_engine_with_cuda_graphs_equals_eager_engine_bf16(max_batch):
     """Graph replay runs the eager step's kernels on the same shapes: the tokens are identical."""
-    from dsocr_model.engine import Engine
+    from dsocr_model.runtime.engine import Engine
     from test_engine import _requests
 
     model = DeepseekOCR.from_pretrained(GOLDEN, device="cuda", dtype=torch.bfloat16)
@@ -55,17 +56,17 @@ def test_engine_with_cuda_graphs_equals_eager_engine_bf16(max_batch):
 
 
 def test_engine_on_cuda_fp32_equals_simple_path(cuda_model):
-    from dsocr_model.engine import Engine
+    from dsocr_model.runtime.engine import Engine
     from test_engine import _requests
 
     reqs = _requests(cuda_model)
     outs = Engine(cuda_model, max_batch=8, max_seq_len=1024).generate(reqs)
     for r, o in zip(reqs, outs):
-        assert o.token_ids == cuda_model.generate_greedy(r.input_ids, r.images, r.max_new_tokens).token_ids
+        assert o.token_ids == generate(cuda_model, r.input_ids, r.images, r.max_new_tokens).token_ids
 
 
 def test_memory_budget_on_cuda(cuda_model):
-    from dsocr_model.engine import Engine
+    from dsocr_model.runtime.engine import Engine
 
     free, _ = torch.cuda.mem_get_info()
     engine = Engine(cuda_model, max_seq_len=4096, memory_fraction=0.05)
@@ -77,7 +78,7 @@ def test_pipeline_on_cuda_end_to_end():
     from conftest import FIXTURES
     from dsocr_loaders import OCRPipeline
 
-    pipe = OCRPipeline(str(GOLDEN), device="cuda", mode="gundam", max_new_tokens=20)
+    pipe = OCRPipeline(EngineSettings(str(GOLDEN), device="cuda"), ocr=OCRSettings(mode="gundam", max_new_tokens=20))
     results = list(pipe.run(FIXTURES / "pdf" / "multi_page.pdf"))
     assert [r.page for r in results] == [0, 1, 2, 3, 4]
     assert all(r.status in ("ok", "truncated", "empty") and r.vision_tokens == 903 for r in results)

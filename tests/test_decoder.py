@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_config_dict
-from dsocr_model import DeepseekOCR, ImageViews, preprocess_image
-from dsocr_model import moe as moe_mod
-from dsocr_model.decoder import KVCache
-from dsocr_model.moe import moe_reference
+from conftest import GOLDEN, tiny_config_dict
+from dsocr_model import DeepseekOCR, ImageViews, preprocess_image, generate
+from dsocr_model.modeling import moe as moe_mod
+from dsocr_model.modeling.decoder import KVCache
+from dsocr_model.modeling.moe import moe_reference
 
 from PIL import Image
 
@@ -35,7 +35,7 @@ def test_cached_decoding_equals_uncached_full_forward(golden_model):
     views = [preprocess_image(Image.new("RGB", (300, 200), "white"), "tiny")]
     ids = golden_model.build_input_ids("<image>\nFree OCR.", views)
     with torch.inference_mode():
-        assert golden_model.generate(ids, views, max_new_tokens=12) == _uncached_greedy(golden_model, ids, views, 12)
+        assert generate(golden_model, ids, views, max_new_tokens=12).token_ids == _uncached_greedy(golden_model, ids, views, 12)
 
 
 def test_chunked_prefill_with_cache_matches_single_pass(random_model):
@@ -61,20 +61,26 @@ def test_both_dispatch_paths_agree(random_model, monkeypatch):
     moe = random_model.model.layers[2].mlp
     x = torch.randn(5, moe.gate.in_features)
     with torch.inference_mode():
-        w13, w2 = moe.stacked()
+        w13, w2 = moe.experts.gate_up_proj, moe.experts.down_proj
         idx = torch.topk(torch.randn(5, w13.shape[0]), moe.top_k).indices
         torch.testing.assert_close(moe_mod.gathered_experts(x, idx, w13, w2), moe_mod.grouped_experts(x, idx, w13, w2))
 
 
-def test_expert_parameters_are_views_of_the_stack_and_restack_after_move(random_model):
-    moe = random_model.model.layers[1].mlp
-    w13, _ = moe.stacked()
-    assert moe.experts[0].gate_proj.weight.data_ptr() == w13.data_ptr()
-    clone = DeepseekOCR.from_config(tiny_config_dict(), device="cpu", seed=1)
-    before = clone.model.layers[1].mlp.stacked()[0]
-    clone.to(torch.float64)
-    after = clone.model.layers[1].mlp.stacked()[0]
-    assert after.dtype == torch.float64 and after.data_ptr() != before.data_ptr()
+def test_experts_are_stacked_once_by_sanitize_and_follow_moves(golden_model):
+    from safetensors.torch import load_file
+
+    ckpt = load_file(str(GOLDEN / "model.safetensors"))
+    module_state = DeepseekOCR.sanitize(dict(ckpt))
+    assert not any(".experts.0." in k for k in module_state)  # per-expert keys are gone: stacked
+    assert golden_model.state_dict().keys() == module_state.keys()
+    back = DeepseekOCR.to_checkpoint(module_state)
+    assert back.keys() == ckpt.keys() and all(torch.equal(back[k], ckpt[k]) for k in ckpt)
+    clone = DeepseekOCR.from_config(tiny_config_dict(), device="cpu", seed=1).to(torch.bfloat16)
+    moe = clone.model.layers[1].mlp
+    assert moe.experts.gate_up_proj.dtype == torch.bfloat16  # a move needs no re-stacking: no views to go stale
+    x = torch.randn(7, moe.gate.in_features, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(moe(x).float(), moe_reference(moe, x).float(), atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -85,19 +91,19 @@ def test_end_to_end_runs_on_cpu_in_fp32_and_bf16(dtype):
     ids = torch.tensor([0] + [1000] * n + [110, 170, 214])
     logits = model.forward_logits(ids, views)
     assert logits.dtype == torch.float32 and logits.shape == (len(ids), 1024) and torch.isfinite(logits).all()
-    gen = model.generate_greedy(ids, views, max_new_tokens=5)
+    gen = generate(model, ids, views, max_new_tokens=5)
     assert len(gen.token_ids) <= 5 and gen.finish_reason in ("eos", "length")
 
 
 def test_eos_stops_generation_and_is_kept(golden_model):
     ids = golden_model.build_input_ids("The quick brown fox", [])
-    first = golden_model.generate(ids, [], max_new_tokens=3)
-    gen = golden_model.generate_greedy(ids, [], max_new_tokens=10, whitelist=())
+    first = generate(golden_model, ids, [], max_new_tokens=3).token_ids
+    gen = generate(golden_model, ids, [], max_new_tokens=10, whitelist=())
     # Force an EOS by making the model's eos id equal the third greedy token.
     eos_before = golden_model.eos_token_id
     try:
         golden_model.eos_token_id = first[2]
-        stopped = golden_model.generate_greedy(ids, [], max_new_tokens=10)
+        stopped = generate(golden_model, ids, [], max_new_tokens=10)
     finally:
         golden_model.eos_token_id = eos_before
     assert stopped.token_ids == first and stopped.finish_reason == "eos"

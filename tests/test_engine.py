@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from conftest import GOLDEN
-from dsocr_model import preprocess_image
-from dsocr_model.engine import Engine, PageRequest
+from dsocr_model import preprocess_image, generate
+from dsocr_model.runtime.engine import Engine, PageRequest
 
 IMAGES = ["doc_300x200", "a4_1190x1684", "wide_4000x1000", "doc_1000x700"]
 
@@ -25,7 +25,7 @@ def _requests(model):
 
 
 def _simple(model, r: PageRequest):
-    return model.generate_greedy(r.input_ids, r.images, r.max_new_tokens, ngram_size=r.ngram_size,
+    return generate(model, r.input_ids, r.images, r.max_new_tokens, ngram_size=r.ngram_size,
                                  window_size=r.window_size, whitelist=r.whitelist)
 
 

@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
-from dsocr_model import ImageViews
-from dsocr_model.cuda_graphs import kv_bytes_per_token, plan_max_batch
-from dsocr_model.engine import Engine, PageRequest
+from dsocr_model import ImageViews, generate
+from dsocr_model.runtime.memory import kv_bytes_per_token, plan_max_batch
+from dsocr_model.runtime.engine import Engine, PageRequest
 
 
 def _text_request(model, text: str, n: int) -> PageRequest:
@@ -21,7 +21,7 @@ TEXTS = ["The quick brown fox", "Free OCR.", "Convert the document", "hello", "a
 
 @pytest.fixture(scope="module")
 def expected(golden_model):
-    return {t: golden_model.generate_greedy(golden_model.build_input_ids(t, []), [], 5 + i).token_ids
+    return {t: generate(golden_model, golden_model.build_input_ids(t, []), [], 5 + i).token_ids
             for i, t in enumerate(TEXTS)}
 
 

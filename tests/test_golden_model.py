@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import load_golden_case
-from dsocr_model.moe import MoE, route
+from dsocr_model import generate
+from dsocr_model.modeling.moe import MoE, route
 
 VISION_ATOL, MODEL_ATOL = 1e-4, 5e-4
 CASES = ["tiny_doc300x200", "small_doc300x200", "base_doc300x200", "large_doc300x200", "gundam_a4", "text_only"]
@@ -25,11 +26,11 @@ def test_input_ids_and_generation(name, golden_model, golden_cases, golden_pixel
     ids = golden_model.build_input_ids(prompt, views)
     assert ids.tolist() == ref["input_ids"].tolist()
     assert torch.equal(ids == golden_model.image_token_id, ref["images_seq_mask"])
-    gen = golden_model.generate_greedy(ids, views, max_new_tokens=24, keep_logits=True)
+    gen = generate(golden_model, ids, views, max_new_tokens=24, keep_logits=True)
     assert gen.token_ids == ref["generated_ids"].tolist() == c["generated_ids"]
     assert gen.finish_reason == "length"
     _close(torch.stack(gen.step_logits), ref["step_logits"], MODEL_ATOL)
-    assert golden_model.generate(ids, views, max_new_tokens=24) == gen.token_ids
+    assert generate(golden_model, ids, views, max_new_tokens=24).token_ids == gen.token_ids
 
 
 @pytest.mark.parametrize("name", CASES)

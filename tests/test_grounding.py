@@ -9,8 +9,8 @@ from PIL import Image
 
 from conftest import FIXTURES
 from dsocr_loaders import parse_page
-from dsocr_loaders.grounding import EOS_TEXT, parse_boxes
-from dsocr_loaders.tables import table_grid
+from dsocr_loaders.ocr.grounding import EOS_TEXT, parse_boxes
+from dsocr_loaders.ocr.tables import table_grid
 
 RAW = FIXTURES / "deepseek_raw" / "docling_md_deepseek"
 

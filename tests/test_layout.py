@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from chat_server import ChatServer, ok, request_image
-from dsocr_loaders.cli import main
-from dsocr_loaders.layout import label_colour
+from dsocr_loaders.apps.cli import main
+from dsocr_loaders.apps.layout import label_colour
 
 RED = np.array([round(c * 255) for c in label_colour("title")])
 

@@ -10,8 +10,8 @@ import torch
 from conftest import GOLDEN
 from PIL import Image
 
-from dsocr_model import banned_ngram_tokens, preprocess_image
-from dsocr_model.ngram import apply_ngram_guard
+from dsocr_model import banned_ngram_tokens, preprocess_image, generate
+from dsocr_model.runtime.ngram import apply_ngram_guard
 
 CASES = json.loads((GOLDEN / "ngram_cases.json").read_text())
 
@@ -42,8 +42,8 @@ def test_guard_sets_banned_logits_to_minus_inf():
 def test_guard_changes_generation(golden_model):
     views = [preprocess_image(Image.open(GOLDEN / "images" / "doc_300x200.png").convert("RGB"), "tiny")]
     ids = golden_model.build_input_ids("<image>\nFree OCR.", views)
-    free = golden_model.generate(ids, views, max_new_tokens=40)
-    guarded = golden_model.generate(ids, views, max_new_tokens=40, ngram_size=1, window_size=40)
+    free = generate(golden_model, ids, views, max_new_tokens=40).token_ids
+    guarded = generate(golden_model, ids, views, max_new_tokens=40, ngram_size=1, window_size=40).token_ids
     assert len(set(free)) < len(free)  # unguarded greedy output of this model repeats tokens
     assert len(set(guarded)) == len(guarded)  # a 1-gram guard over the whole window forbids any repeat
     assert guarded[0] == free[0]  # nothing to ban at the first step

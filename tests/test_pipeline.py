@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, GOLDEN
-from dsocr_loaders import OCRPipeline, OCRResponse, PageRangeError, PasswordError
+from dsocr_loaders import OCRPipeline, OCRResponse, PageRangeError, PasswordError, EngineSettings, OCRSettings
 
 PDF = FIXTURES / "pdf"
 EXAMPLE = (FIXTURES / "deepseek_raw" / "docling_md_deepseek" / "sources" / "deepseek_example.md").read_text()
@@ -54,7 +54,7 @@ class FakeEngine:
 
 def test_pages_in_order_with_metadata_and_numbers():
     engine = FakeEngine()
-    results = list(OCRPipeline(engine=engine, max_in_flight=3).run(PDF / "multi_page.pdf"))
+    results = list(OCRPipeline(engine, max_in_flight=3).run(PDF / "multi_page.pdf"))
     assert [r.page for r in results] == [0, 1, 2, 3, 4] and engine.peak <= 3
     r = results[2]
     assert r.status == "ok" and r.finish_reason == "eos" and r.unit == "pt" and r.total_pages == 5
@@ -76,8 +76,7 @@ def test_prompt_mode_and_limits_reach_the_engine():
         seen.append(req)
         return OCRResponse("text", "eos", 2)
 
-    pipe = OCRPipeline(engine=FakeEngine(reply), task="locate", locate_text="Table 1", mode="base",
-                       max_new_tokens=100, ngram_size=30, window_size=90)
+    pipe = OCRPipeline(FakeEngine(reply), ocr=OCRSettings(task="locate", locate_text="Table 1", mode="base", max_new_tokens=100, ngram_size=30, window_size=90))
     (r,) = pipe.run(PDF / "2305.03393v1-pg9.pdf")
     (req,) = seen
     assert req.prompt == "<image>\nLocate <|ref|>Table 1<|/ref|> in the image."
@@ -85,11 +84,11 @@ def test_prompt_mode_and_limits_reach_the_engine():
     assert req.whitelist == (128821, 128822) and req.image.size == (1224, 1584)
     assert r.vision_tokens == 273 and r.settings["mode"] == "base"
     with pytest.raises(ValueError, match="locate_text"):
-        OCRPipeline(engine=FakeEngine(), task="locate")
+        OCRPipeline(FakeEngine(), ocr=OCRSettings(task="locate"))
     with pytest.raises(ValueError, match="unknown task"):
-        OCRPipeline(engine=FakeEngine(), task="summarise")
+        OCRPipeline(FakeEngine(), ocr=OCRSettings(task="summarise"))
     with pytest.raises(ValueError, match="unknown mode"):
-        OCRPipeline(engine=FakeEngine(), mode="huge")
+        OCRPipeline(FakeEngine(), ocr=OCRSettings(mode="huge"))
 
 
 def test_a_failing_page_does_not_stop_the_document():
@@ -99,14 +98,14 @@ def test_a_failing_page_does_not_stop_the_document():
         return OCRResponse("cut off <|ref|>text<|/ref|><|det|>[[1, 2", "length", 8192) if n == 3 else \
             OCRResponse("", "eos", 1)
 
-    results = list(OCRPipeline(engine=FakeEngine(reply), max_in_flight=2).run(PDF / "multi_page.pdf"))
+    results = list(OCRPipeline(FakeEngine(reply), max_in_flight=2).run(PDF / "multi_page.pdf"))
     assert [r.status for r in results] == ["empty", "error", "empty", "truncated", "empty"]
     assert "out of memory" in results[1].error and results[1].page == 1 and results[1].total_pages == 5
     assert results[3].markdown == "cut off"
 
 
 def test_async_run_keeps_order():
-    pipe = OCRPipeline(engine=FakeEngine(seed=3), max_in_flight=4)
+    pipe = OCRPipeline(FakeEngine(seed=3), max_in_flight=4)
 
     async def collect():
         return [r.page async for r in pipe.arun([PDF / "multi_page.pdf", PDF / "c02-22.pdf"], pages=[0])]
@@ -115,12 +114,12 @@ def test_async_run_keeps_order():
 
 
 def test_source_errors_raise_or_become_pages(tmp_path):
-    pipe = OCRPipeline(engine=FakeEngine())
+    pipe = OCRPipeline(FakeEngine())
     with pytest.raises(PasswordError):
         list(pipe.run(PDF / "2206.01062_pg3_password_1234.pdf"))
     with pytest.raises(PageRangeError):
         list(pipe.run(PDF / "c02-22.pdf", pages="2"))
-    lenient = OCRPipeline(engine=FakeEngine(), on_error="page")
+    lenient = OCRPipeline(FakeEngine(), on_error="page")
     results = list(lenient.run([PDF / "2206.01062_pg3_password_1234.pdf", PDF / "c02-22.pdf"]))
     assert [r.status for r in results] == ["error", "ok"] and "PasswordError" in results[0].error
 
@@ -145,7 +144,7 @@ def test_boxes_in_pdf_points_under_rotate_and_cropbox(tmp_path):
                round((ys.max() + 1) / H * 999)]
         return OCRResponse(f"<|ref|>image<|/ref|><|det|>[{box}]<|/det|>", "eos", 3)
 
-    (r,) = OCRPipeline(engine=FakeEngine(reply)).run(tmp_path / "rot.pdf")
+    (r,) = OCRPipeline(FakeEngine(reply)).run(tmp_path / "rot.pdf")
     assert (r.width, r.height) == (700.0, 500.0)  # cropbox 500 x 700, turned
     fig = r.figures[0]
     src = pymupdf.open(tmp_path / "rot.pdf")[0]
@@ -158,9 +157,9 @@ def test_boxes_in_pdf_points_under_rotate_and_cropbox(tmp_path):
 def test_end_to_end_with_the_tiny_real_model():
     """Real model code (golden checkpoint, real tokenizer object) on a real PDF: the text is noise, the
     plumbing is real: each page's raw text is exactly what the model's own greedy path decodes."""
-    from dsocr_model import DeepseekOCR, preprocess_image
+    from dsocr_model import DeepseekOCR, generate, preprocess_image
 
-    pipe = OCRPipeline(str(GOLDEN), device="cpu", mode="tiny", max_new_tokens=12, ngram_size=None)
+    pipe = OCRPipeline(EngineSettings(str(GOLDEN), device="cpu"), ocr=OCRSettings(mode="tiny", max_new_tokens=12, ngram_size=0))
     results = list(pipe.run(PDF / "multi_page.pdf", pages="1,4"))
     assert [r.page for r in results] == [0, 3]
     assert all(r.status == "truncated" and r.finish_reason == "length" and r.text_tokens == 12 for r in results)
@@ -168,8 +167,8 @@ def test_end_to_end_with_the_tiny_real_model():
     pages = list(OCRPipeline().iter_pages(PDF / "multi_page.pdf", pages="1,4"))
     for r, p in zip(results, pages):
         views = [preprocess_image(p.image, "tiny")]
-        ids = model.generate(model.build_input_ids("<image>\n<|grounding|>Convert the document to markdown.", views),
-                             views, 12)
+        ids = generate(model, model.build_input_ids("<image>\n<|grounding|>Convert the document to markdown.", views),
+                             views, 12).token_ids
         assert r.raw_text == model.tokenizer.decode(ids, skip_special_tokens=False)
         assert r.vision_tokens == 73 and r.settings["model"].startswith(f"dsocr_model:{GOLDEN.resolve()}#")
 

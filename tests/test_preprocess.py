@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 
 from conftest import GOLDEN, u8_to_normalised
 from dsocr_model import ImageViews, count_image_tokens, preprocess_image
-from dsocr_model.preprocess import choose_grid
+from dsocr_model.family.geometry import choose_grid
 
 RECORDS = json.loads((GOLDEN / "preprocess.json").read_text())
 

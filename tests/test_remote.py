@@ -17,8 +17,8 @@ from PIL import Image
 from chat_server import (ChatServer, drop, error, model_answer, ok, raw, request_image, request_prompt, script,
                          slow)
 from conftest import FIXTURES, GOLDEN
-from dsocr_loaders import OCRPipeline, OCRRequest, OpenAIEngine, RemoteEngineError
-from dsocr_loaders.engines import LocalEngine
+from dsocr_loaders import OCRPipeline, OCRRequest, OpenAIEngine, RemoteEngineError, EngineSettings, OCRSettings
+from dsocr_loaders.ocr.engines import LocalEngine
 
 PDF = FIXTURES / "pdf"
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5}
@@ -28,7 +28,7 @@ STRIPPED = "title[[100, 50, 900, 120]]\n# Results\n\ntext[[100, 150, 900, 400]]\
 
 
 def remote(url: str, **options) -> OCRPipeline:
-    return OCRPipeline(engine="openai", base_url=url, engine_options={**FAST, **options}, on_error="page")
+    return OCRPipeline(EngineSettings(base_url=url, engine="openai", options={**FAST, **options}), on_error="page")
 
 
 def page(size=(400, 300)) -> Image.Image:
@@ -44,10 +44,10 @@ def tiny_engine():
 def test_remote_pages_equal_the_same_pages_read_locally(tiny_engine, monkeypatch):
     """The request is the vLLM recipe's, and a server running the model gives what the local engine gives."""
     monkeypatch.setenv("DSOCR_API_KEY", "sk-test")
-    opts = dict(mode="tiny", max_new_tokens=10)
-    local = list(OCRPipeline(engine=tiny_engine, **opts).run(PDF / "multi_page.pdf", pages="1-3"))
+    opts = dict(ocr=OCRSettings(mode="tiny", max_new_tokens=10))
+    local = list(OCRPipeline(tiny_engine, **opts).run(PDF / "multi_page.pdf", pages="1-3"))
     with ChatServer(model_answer(tiny_engine, "tiny")) as server:
-        pipe = OCRPipeline(engine="openai", base_url=server.url, **opts)
+        pipe = OCRPipeline(EngineSettings(base_url=server.url, engine="openai"), **opts)
         got = list(pipe.run(PDF / "multi_page.pdf", pages="1-3"))
     assert [r.raw_text for r in got] == [r.raw_text for r in local]
     assert [r.status for r in got] == [r.status for r in local] == ["truncated"] * 3
@@ -173,18 +173,18 @@ def test_engine_settings_are_checked_and_the_key_stays_secret(monkeypatch):
             OpenAIEngine(bad)
     monkeypatch.delenv("DSOCR_BASE_URL", raising=False)
     with pytest.raises(ValueError, match="base_url"):
-        OCRPipeline(engine="openai")
+        OCRPipeline(EngineSettings(engine="openai"))
     with pytest.raises(ValueError, match="unknown engine"):
-        OCRPipeline(engine="vllm")
+        OCRPipeline(EngineSettings(engine="vllm"))
     with pytest.raises(TypeError, match="submit"):
-        OCRPipeline(engine=object())
+        OCRPipeline(object())
 
 
 def test_loaders_and_cli_select_the_remote_engine_without_loading_torch(tmp_path):
     """LangChain, LlamaIndex and `dsocr convert --engine openai` all reach the server; torch stays unloaded."""
     code = f"""
 import asyncio, json, sys
-from dsocr_loaders.cli import main
+from dsocr_loaders.apps.cli import main
 from dsocr_loaders.langchain import DeepSeekOCRLoader
 from dsocr_loaders.llama_index import DeepSeekOCRReader
 pdf = {str(PDF / "multi_page.pdf")!r}
@@ -207,7 +207,7 @@ assert "torch" not in sys.modules, "torch was imported"
 
 
 def _page_image(img, n: int = 0):
-    from dsocr_loaders.sources import PageImage
+    from dsocr_loaders.ocr.sources import PageImage
 
     return PageImage(image=img, page=n, page_label=str(n + 1), total_pages=n + 1, width=img.width,
                      height=img.height, unit="px", source="mem.png")

@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES
-from dsocr_loaders import (CorruptFileError, EmptyInputError, OCRPipeline, PageRangeError, PasswordError,
+from dsocr_loaders import (CorruptFileError, RenderSettings, EmptyInputError, OCRPipeline, PageRangeError, PasswordError,
                            TooLargeError, UnsupportedFormatError, parse_pages)
-from dsocr_loaders.sources import iter_inputs, pdf_date
+from dsocr_loaders.ocr.sources import iter_inputs, pdf_date
 
 PDF, IMG = FIXTURES / "pdf", FIXTURES / "images"
 
 
 def pages_of(source, **kw):
     """Rendered pages through the pipeline's own source stage (no engine needed)."""
-    opts = {k: kw.pop(k) for k in ("dpi", "glob", "on_error") if k in kw}
-    return list(OCRPipeline(**opts).iter_pages(source, **kw))
+    render = RenderSettings(**{k: kw.pop(k) for k in ("dpi", "glob") if k in kw})
+    return list(OCRPipeline(render=render, on_error=kw.pop("on_error", "raise")).iter_pages(source, **kw))
 
 
 @pytest.mark.parametrize("spec,total,want", [
@@ -76,7 +76,7 @@ def test_pdf_streams_page_by_page(tmp_path):
         doc.new_page(width=200, height=300).insert_text((20, 40), f"page {i + 1}")
     doc.save(tmp_path / "long.pdf")
     alive = []
-    for p in islice(OCRPipeline(dpi=20).iter_pages(tmp_path / "long.pdf"), 60):
+    for p in islice(OCRPipeline(render=RenderSettings(dpi=20)).iter_pages(tmp_path / "long.pdf"), 60):
         alive.append(weakref.ref(p.image))
         last = p
     gc.collect()

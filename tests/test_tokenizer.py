@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from conftest import GOLDEN, SPEC
 from dsocr_model import DeepseekOCR, ImageViews
-from dsocr_model.tokenizer import load_tokenizer
+from dsocr_model.modeling.tokenizer import load_tokenizer
 
 import torch
 

@@ -19,7 +19,7 @@ def _official_keys() -> dict[str, tuple[int, ...]]:
 
 def test_full_size_layout_matches_official_checkpoint_key_for_key():
     model = DeepseekOCR.from_config(SPEC / "official_config.json", device="meta")
-    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in model.to_checkpoint(model.state_dict()).items()}
     want = _official_keys()
     assert len(want) == 2710
     assert got == want
@@ -41,7 +41,7 @@ def test_official_config_resolves_reference_defaults():
 def test_golden_checkpoint_loads_strictly_with_dtype(golden_model):
     assert golden_model.dtype == torch.float32 and golden_model.device.type == "cpu"
     ref = load_file(str(GOLDEN / "model.safetensors"))
-    sd = golden_model.state_dict()
+    sd = golden_model.to_checkpoint(golden_model.state_dict())
     assert set(sd) == set(ref)
     assert all(torch.equal(sd[k], ref[k]) for k in ref)
     bf = DeepseekOCR.from_pretrained(GOLDEN, dtype=torch.bfloat16)

@@ -13,7 +13,8 @@ row ("slot") of a static cache [layers, max_batch, H, max_seq_len, hd]:
 - a finished slot is freed and refilled at the next step.
 
 Host work per step: one read of the chosen ids (n ints) to detect EOS/limits and to refill slots.
-The one-sequence path in generate.py is the yardstick the tests compare against.
+The one-sequence path in generate.py is the yardstick the tests compare against; both run the same
+`prefill` and `decode_step`. The batch bookkeeping lives in batch.py, the memory plan in memory.py.
 """
 from __future__ import annotations
 
@@ -25,57 +26,22 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 
 import torch
 
-from .cuda_graphs import DecodeGraphs, GraphCaptureError, plan_max_batch
-from .decoder import KVCache
-from .ngram import ngram_penalty
-from .preprocess import ImageViews
+from ..modeling.decoder import KVCache
+from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail
+from .cuda_graphs import DecodeGraphs, GraphCaptureError
+from .generate import decode_step, prefill
+from .memory import plan_max_batch
 
 logger = logging.getLogger(__name__)
 _DONE = object()
 IDLE_EXIT_S = 30.0  # an idle worker thread exits after this long
-MAX_WINDOW = 128
-_LIVE_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()  # longest n-gram window the guard can look back over (official: 50 or 90)
-
-
-@dataclass
-class PageRequest:
-    input_ids: torch.Tensor  # LongTensor[T] from build_input_ids
-    images: Sequence[ImageViews] = ()
-    max_new_tokens: int = 8192
-    ngram_size: int | None = None  # official: 30 (image) / 20 (PDF)
-    window_size: int | None = None  # official: 90 / 50
-    whitelist: Iterable[int] = ()
-    eos_token_id: int | None = None  # None: the model's; -1 never stops early (benchmarks)
-
-
-@dataclass
-class PageOutput:
-    token_ids: list[int]
-    finish_reason: str  # "eos" | "length"
-    timings: dict[str, float] = field(default_factory=dict)  # queue_s, prefill_s, ttft_s, total_s
-
-
-@dataclass
-class _Pending:
-    req: PageRequest
-    future: Future
-    on_token: Callable[[int], None] | None
-    t_submit: float
-
-
-@dataclass
-class _Slot:
-    job: _Pending
-    pos: int  # position of the next token to feed
-    eos: int
-    timings: dict[str, float]
-    out: list[int] = field(default_factory=list)
+_LIVE_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+__all__ = ["Engine", "PageRequest", "PageOutput"]
 
 
 class Engine:
@@ -102,7 +68,7 @@ class Engine:
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
         self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
         self._cond = threading.Condition()
-        self._waiting: deque[_Pending] = deque()
+        self._waiting: deque[Pending] = deque()
         self._worker: threading.Thread | None = None
         self._closed = False
         _LIVE_ENGINES.add(self)
@@ -113,7 +79,7 @@ class Engine:
     def submit(self, request: PageRequest, on_token: Callable[[int], None] | None = None) -> Future:
         """Queue one page; the Future resolves to its PageOutput. `on_token` runs in the worker thread."""
         self._validate(request)
-        job = _Pending(request, Future(), on_token, time.perf_counter())
+        job = Pending(request, Future(), on_token, time.perf_counter())
         with self._cond:
             if self._closed:
                 raise RuntimeError("engine is closed")
@@ -175,15 +141,11 @@ class Engine:
 
     # ---- worker thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        B, device = self.max_batch, self.model.device
-        slots: list[_Slot | None] = [None] * B
-        tail = torch.full((B, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest generated ids, right-aligned
-        lengths = torch.zeros(B, dtype=torch.long, device=device)
-        logits = torch.zeros(B, self.model.config.decoder.vocab_size, device=device)
+        state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device)
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    if not self._waiting and not any(slots):
+                    if not self._waiting and not state.live():
                         # Linger before exiting: a new thread re-creates its cuBLAS/cuDNN handles and
                         # attention plans (thread-local), ~0.3 s on the first page of every burst.
                         if not self._closed:
@@ -191,21 +153,19 @@ class Engine:
                         if not self._waiting:
                             self._worker = None  # the next submit starts a new worker
                             return
-                    admitted = self._admit(slots)
+                    admitted = self._admit(state)
                 if admitted:
-                    self._prefill_isolated(admitted, slots, logits, tail, lengths)
+                    self._prefill_isolated(admitted, state)
                 try:
-                    self._decode(slots, logits, tail, lengths)
+                    self._decode(state)
                 except Exception as e:
                     logger.exception("engine: decode step failed")
-                    for s, st in enumerate(slots):
-                        if st is not None:
-                            slots[s] = None
-                            _fail(st.job.future, e)
+                    for s in state.live():
+                        state.drop(s, e)
 
-    def _admit(self, slots: list[_Slot | None]) -> list[tuple[int, _Pending]]:
+    def _admit(self, state: BatchState) -> list[tuple[int, Pending]]:
         admitted = []
-        free = (s for s in range(len(slots)) if slots[s] is None)  # lowest rows first: live rows stay packed
+        free = iter(state.free_rows())
         while self._waiting and len(admitted) < self.max_prefill_pages:
             s = next(free, None)
             if s is None:
@@ -215,117 +175,55 @@ class Engine:
                 admitted.append((s, job))
         return admitted
 
-    def _prefill_isolated(self, admitted, slots, logits, tail, lengths) -> None:
+    def _prefill_isolated(self, admitted: list[tuple[int, Pending]], state: BatchState) -> None:
         """Prefill together; if that fails, page by page, so only a broken page fails."""
         try:
-            self._prefill(admitted, slots, logits, tail, lengths)
+            self._prefill(admitted, state)
             return
         except Exception as e:
             if len(admitted) == 1:
                 logger.warning("engine: prefill failed: %s", e)
-                slots[admitted[0][0]] = None
-                _fail(admitted[0][1].future, e)
+                state.slots[admitted[0][0]] = None
+                fail(admitted[0][1].future, e)
                 return
         for one in admitted:
-            self._prefill_isolated([one], slots, logits, tail, lengths)
+            self._prefill_isolated([one], state)
 
-    def _prefill(self, admitted, slots, logits, tail, lengths) -> None:
-        """Encode the admitted pages' views together, then prefill each prompt into its slot."""
+    def _prefill(self, admitted: list[tuple[int, Pending]], state: BatchState) -> None:
+        """Encode the admitted pages' views together, then prefill each prompt into its row."""
         t0 = time.perf_counter()
-        images = [v for _, job in admitted for v in job.req.images]
-        blocks = iter(self.model.encode_images(images))
+        blocks = iter(self.model.encode_images([v for _, job in admitted for v in job.req.images]))
         t_vision = (time.perf_counter() - t0) / len(admitted)
         for s, job in admitted:
             t1 = time.perf_counter()
             r = job.req
             ids = torch.as_tensor(r.input_ids, dtype=torch.long, device=self.model.device)[None]
-            x = self.model.model.embed_tokens(ids)
-            feats = [next(blocks) for _ in r.images]
-            x = self.model.scatter_image_features(ids, x, torch.cat(feats) if feats else x.new_zeros((0, x.shape[-1])))
+            x = self.model.embed(ids, features=[next(blocks) for _ in r.images])
             T = ids.shape[1]
-            logits[s] = self.model.step(x, torch.arange(T, device=ids.device)[None], self.cache.slot(s), T)[0]
+            state.logits[s] = prefill(self.model, x, torch.arange(T, device=ids.device)[None], self.cache.slot(s), T)[0]
             eos = self.model.eos_token_id if r.eos_token_id is None else r.eos_token_id
-            timings = {"queue_s": t0 - job.t_submit, "prefill_s": t_vision + time.perf_counter() - t1}
-            slots[s] = _Slot(job, T, eos, timings)
-            tail[s] = -1
-            lengths[s] = 0
+            state.start(s, job, T, eos, {"queue_s": t0 - job.t_submit, "prefill_s": t_vision + time.perf_counter() - t1})
 
-    def _decode(self, slots, logits, tail, lengths) -> None:
-        """Choose a token for every live slot, hand it out, then run one decode step over rows 0..n."""
-        live = [s for s, st in enumerate(slots) if st is not None]
+    def _decode(self, state: BatchState) -> None:
+        """Choose a token for every live row, hand it out, then run one decode step over rows 0..n."""
+        live = state.live()
         if not live:
             return
-        n = _rows(max(live) + 1, self.max_batch)
-        chosen_dev = self._choose(logits[:n], tail[:n], lengths[:n], slots[:n])
-        chosen = chosen_dev.tolist()  # the one host sync per step
-        tail[:n] = torch.cat([tail[:n, 1:], chosen_dev[:, None]], dim=1)
-        lengths[torch.tensor(live, device=lengths.device)] += 1
+        chosen = state.choose(decode_rows(max(live) + 1, self.max_batch))
         for s in live:
-            self._emit(slots, s, chosen[s])
-        live = [s for s, st in enumerate(slots) if st is not None]
-        if not live:
+            state.emit(s, chosen[s])
+        step = state.next_inputs(self.model.device)
+        if step is None:
             return
-        n = _rows(max(live) + 1, self.max_batch)
-        pos_list, tok_list = [0] * n, [0] * n  # built on the host, sent in one copy each
-        for s in live:
-            pos_list[s], tok_list[s] = slots[s].pos, slots[s].out[-1]
-            slots[s].pos += 1
-        positions = torch.tensor(pos_list, device=logits.device)[:, None]
-        tokens = torch.tensor(tok_list, device=logits.device)[:, None]
-        kv_len = max(pos_list) + 1
+        n, tokens, positions, kv_len = step
         if self.graphs is not None:
             try:
-                logits[:n] = self.graphs.step(tokens, positions, kv_len)
+                state.logits[:n] = self.graphs.step(tokens, positions, kv_len)
                 return
             except GraphCaptureError as e:  # keep serving, eagerly, rather than fail every page
                 logger.warning("%s; decoding eagerly from now on", e)
                 self.graphs = None
-        x = self.model.model.embed_tokens(tokens)
-        logits[:n] = self.model.step(x, positions, self.cache.prefix(n), kv_len)
-
-    def _emit(self, slots, s: int, tok: int) -> None:
-        st = slots[s]
-        st.out.append(tok)
-        now = time.perf_counter()
-        if len(st.out) == 1:
-            st.timings["ttft_s"] = now - st.job.t_submit
-        try:
-            if st.job.on_token is not None:
-                st.job.on_token(tok)
-        except Exception as e:  # a broken consumer ends its own request only
-            slots[s] = None
-            _fail(st.job.future, e)
-            return
-        done = "eos" if tok == st.eos else "length" if len(st.out) >= st.job.req.max_new_tokens else None
-        if done:
-            st.timings["total_s"] = now - st.job.t_submit
-            slots[s] = None
-            st.job.future.set_result(PageOutput(st.out, done, st.timings))
-
-    @staticmethod
-    def _choose(logits, tail, lengths, slots) -> torch.Tensor:
-        """Greedy ids [n] after the per-request n-gram guard (grouped by guard settings)."""
-        groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
-        for s, st in enumerate(slots):
-            if st is not None and st.job.req.ngram_size:
-                r = st.job.req
-                groups.setdefault((r.ngram_size, r.window_size, tuple(sorted(r.whitelist))), []).append(s)
-        for (n, w, wl), rows in groups.items():
-            idx = torch.tensor(rows, device=logits.device)
-            pen = ngram_penalty(tail[idx, tail.shape[1] - w:], lengths[idx], n,
-                                torch.tensor(wl, dtype=torch.long, device=logits.device), logits.shape[1])
-            logits[idx] += pen
-        return logits.argmax(dim=-1)
-
-
-def _rows(live_rows: int, max_batch: int) -> int:
-    """Decode rows 0..n with n the next power of two: few distinct shapes (graphs), little waste."""
-    return min(1 << (live_rows - 1).bit_length(), max_batch)
-
-
-def _fail(future: Future, error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
+        state.logits[:n] = decode_step(self.model, tokens, positions, self.cache.prefix(n), kv_len)
 
 
 @atexit.register

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import DsocrInputError
-from .results import PageResult
-from .sources import open_document
+from ..ocr.errors import DsocrInputError
+from ..ocr.results import PageResult
+from ..ocr.sources import open_document
 
 logger = logging.getLogger(__name__)
 COLOURS = {  # RGB 0..1, one per common label; others get a stable colour from their name

@@ -1,33 +1,42 @@
 """DeepseekOCR: DeepEncoder + DeepSeek3B-MoE decoder, loadable from the official checkpoint unchanged.
 
 Module names equal checkpoint keys: `model.{sam_model, vision_model, projector, image_newline,
-view_seperator, embed_tokens, layers, norm}` and `lm_head`. Image features are written, in order,
-over the `<image>` placeholder positions of the token embeddings (reference `masked_scatter_`).
+view_seperator, embed_tokens, layers, norm}` and `lm_head`, except the routed experts, which `sanitize`
+stacks once at load (`mlp.experts.{e}.*_proj.weight` -> `mlp.experts.{gate_up,down}_proj`) and
+`to_checkpoint` unstacks. Image features are written, in order, over the `<image>` placeholder positions
+of the token embeddings (reference `masked_scatter_`). The model embeds, encodes images and runs the
+decoder; generation (one sequence or batched) lives in `dsocr_model.runtime`.
 """
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..family.deepseek_ocr import DEEPSEEK_OCR
+from ..family.registry import DEFAULT_MODEL_ID, architecture_for
+from ..family.spec import ModelSpec
 from .clip import ClipEncoder
 from .config import OCRConfig
 from .decoder import DecoderLayer, KVCache, RMSNorm, cache_mask, rope_cos_sin
-from .generate import Generation, greedy_generate
-from .moe import MoE
 from .preprocess import ImageViews
 from .sam import SamEncoder
 from .tokenizer import build_prompt_ids, load_tokenizer, resolve_image_token_id, token_id
 from .vision import Projector, encode_images
-from .weights import DEFAULT_MODEL_ID, read_checkpoint, load_state, resolve_model_dir
+from .weights import load_state, read_checkpoint, resolve_model_dir
 
 logger = logging.getLogger(__name__)
 
-KV_LEN_BUCKET = 128
+# Re-saved checkpoints may carry buffers we compute instead.
+IGNORED_KEYS = ("rotary_emb.inv_freq", "vision_model.embeddings.position_ids")
+EXPERT_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<e>\d+)\.(?P<proj>gate|up|down)_proj\.weight$")
 
 
 class Backbone(nn.Module):
@@ -53,9 +62,12 @@ def _dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype
 
 
 class DeepseekOCR(nn.Module):
-    def __init__(self, config: OCRConfig) -> None:
+    config_class = OCRConfig
+
+    def __init__(self, config: OCRConfig, spec: ModelSpec | None = None) -> None:
         super().__init__()
         self.config = config
+        self.spec = spec or DEEPSEEK_OCR
         self.model = Backbone(config)
         self.lm_head = nn.Linear(config.decoder.hidden_size, config.decoder.vocab_size, bias=False)
         self.tokenizer = None
@@ -67,12 +79,19 @@ class DeepseekOCR(nn.Module):
     @classmethod
     def from_config(cls, config: OCRConfig | str | Path | dict[str, Any], device: str | torch.device = "meta",
                     dtype: torch.dtype | str | None = None, seed: int | None = None) -> "DeepseekOCR":
-        """Build the layout; on a real device the weights are PyTorch's random init (benchmarks, tests)."""
-        cfg = config if isinstance(config, OCRConfig) else OCRConfig.load(config)
+        """Build the layout of the config's architecture; on a real device the weights are random
+        (benchmarks, tests). An OCRConfig object builds this class with its default spec."""
+        if isinstance(config, OCRConfig):
+            impl, cfg, spec = cls, config, None
+        else:
+            raw = _config_dict(config)
+            arch = architecture_for(raw)
+            impl = arch.model_class()
+            cfg, spec = impl.config_class.from_dict(raw), arch.spec
         if seed is not None:
             torch.manual_seed(seed)
         with torch.device(device):
-            model = cls(cfg)
+            model = impl(cfg, spec)
         model.requires_grad_(False).eval()
         if str(device) != "meta":
             model.to(dtype=_dtype(dtype, torch.float32))
@@ -81,26 +100,61 @@ class DeepseekOCR(nn.Module):
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path = DEFAULT_MODEL_ID, device: str | torch.device = "cpu",
                         dtype: torch.dtype | str | None = None, revision: str | None = None) -> "DeepseekOCR":
-        """Load the official checkpoint (local dir or hub id) strictly, on `device` in `dtype`.
-
-        dtype defaults to the config's `torch_dtype` on CUDA and float32 on CPU.
-        """
+        """Load a checkpoint of any registered architecture (local dir or hub id) strictly, on `device` in
+        `dtype`; `config.json` picks the architecture. dtype defaults to the config's `torch_dtype` on CUDA
+        and float32 on CPU."""
         model_dir = resolve_model_dir(path_or_id, revision)
-        cfg = OCRConfig.load(model_dir)
+        raw = _config_dict(model_dir)
+        arch = architecture_for(raw)
+        impl = arch.model_class()
+        cfg = impl.config_class.from_dict(raw)
         device = torch.device(device)
         default = _dtype(cfg.torch_dtype, torch.bfloat16) if device.type == "cuda" else torch.float32
         dtype = _dtype(dtype, default)
         with torch.device("meta"):
-            model = cls(cfg)
+            model = impl(cfg, arch.spec)
         load_state(model, read_checkpoint(model_dir), device, dtype)
         model.requires_grad_(False).eval()
         model.attach_tokenizer(load_tokenizer(model_dir))
         model.name_or_path = str(path_or_id)
-        for m in model.modules():
-            if isinstance(m, MoE):
-                m.stack_experts()
-        logger.info("loaded DeepSeek-OCR from %s on %s (%s)", model_dir, device, dtype)
+        logger.info("loaded %s from %s on %s (%s)", arch.name, model_dir, device, dtype)
         return model
+
+    @staticmethod
+    def sanitize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Checkpoint names -> module names: drop buffers we compute, stack each layer's routed experts.
+        A layer whose experts are incomplete or disagree in shape stays unstacked, so the strict check
+        names the offending checkpoint keys."""
+        out = {k: v for k, v in state.items() if not k.endswith(IGNORED_KEYS)}
+        groups: dict[str, dict[tuple[str, int], str]] = defaultdict(dict)
+        for k in out:
+            if m := EXPERT_KEY.match(k):
+                groups[m["prefix"]][(m["proj"], int(m["e"]))] = k
+        for prefix, keys in groups.items():
+            n = 1 + max(e for _, e in keys)
+            if len(keys) != 3 * n or len({tuple(out[k].shape) for (p, _), k in keys.items() if p == "gate"}) != 1:
+                continue
+            gate_up = [torch.cat([out.pop(keys["gate", e]), out.pop(keys["up", e])]) for e in range(n)]
+            out[f"{prefix}.gate_up_proj"] = torch.stack(gate_up)  # (E, 2I, D)
+            out[f"{prefix}.down_proj"] = torch.stack([out.pop(keys["down", e]) for e in range(n)])  # (E, D, I)
+        return out
+
+    @staticmethod
+    def to_checkpoint(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Module names -> checkpoint names (views, no copies): the inverse of `sanitize`."""
+        out: dict[str, torch.Tensor] = {}
+        for k, v in state.items():
+            if k.endswith(".mlp.experts.gate_up_proj"):
+                gate, up = v.chunk(2, dim=1)
+                for e in range(v.shape[0]):
+                    out[f"{k[:-len('gate_up_proj')]}{e}.gate_proj.weight"] = gate[e]
+                    out[f"{k[:-len('gate_up_proj')]}{e}.up_proj.weight"] = up[e]
+            elif k.endswith(".mlp.experts.down_proj"):
+                for e in range(v.shape[0]):
+                    out[f"{k[:-len('down_proj')]}{e}.down_proj.weight"] = v[e]
+            else:
+                out[k] = v
+        return out
 
     def attach_tokenizer(self, tokenizer) -> None:
         """Use `tokenizer` for prompts; special ids come from it (config `image_token_id` wins)."""
@@ -136,15 +190,12 @@ class DeepseekOCR(nn.Module):
         """One [num_image_tokens, hidden] block per image, in order."""
         return encode_images(self.model, list(images)) if images else []
 
-    def embed(self, input_ids: torch.Tensor, images: Sequence[ImageViews]) -> torch.Tensor:
-        """Token embeddings [B, T, D] with image blocks scattered over the placeholder positions."""
+    def embed(self, input_ids: torch.Tensor, images: Sequence[ImageViews] = (),
+              features: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Token embeddings [B, T, D] with image blocks (encoded here, or given) over the placeholders."""
         x = self.model.embed_tokens(input_ids)
-        blocks = self.encode_images(images)
+        blocks = self.encode_images(images) if features is None else list(features)
         feats = torch.cat(blocks) if blocks else x.new_zeros((0, x.shape[-1]))
-        return self.scatter_image_features(input_ids, x, feats)
-
-    def scatter_image_features(self, input_ids: torch.Tensor, x: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """Write image features, in order, over the placeholder positions of embeddings x [B, T, D]."""
         mask = input_ids == self.image_token_id
         n_slots = int(mask.sum())
         if feats.shape[0] != n_slots:
@@ -154,24 +205,18 @@ class DeepseekOCR(nn.Module):
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
                kv_len: int | None = None) -> torch.Tensor:
-        """Decoder over embeddings [B, T, D] at positions [B, T] -> final-normed hidden [B, T, D]."""
+        """Decoder over embeddings [B, T, D] at positions [B, T] -> final-normed hidden [B, T, D].
+
+        With a cache, attention reads slots 0..kv_len (default: the last position + 1); callers may round
+        kv_len up (the mask hides the extra slots) to keep the number of attention shapes small."""
         d = self.config.decoder
         cos, sin = rope_cos_sin(positions, d.head_dim, d.rope_theta, x.dtype)
         mask = None
         if cache is not None:
-            kv_len = kv_len or int(positions.max()) + 1
-            # Round up so attention sees few distinct shapes (cuDNN builds a plan per shape); the mask
-            # hides the extra slots.
-            kv_len = min(-(-kv_len // KV_LEN_BUCKET) * KV_LEN_BUCKET, cache.max_len)
-            mask = cache_mask(positions, kv_len)
+            mask = cache_mask(positions, min(kv_len or int(positions.max()) + 1, cache.max_len))
         for layer in self.model.layers:
             x = layer(x, cos, sin, cache, positions, mask)
         return self.model.norm(x)
-
-    def step(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int | None = None) -> torch.Tensor:
-        """Cached step over embeddings [B, T, D] -> float32 logits of the last position [B, V]."""
-        h = self.hidden(x, positions, cache, kv_len)
-        return self.lm_head(h[:, -1]).float()  # only the last position needs the 129k-wide head
 
     @torch.inference_mode()
     def forward_logits(self, input_ids: torch.Tensor, images: Sequence[ImageViews] = ()) -> torch.Tensor:
@@ -182,15 +227,10 @@ class DeepseekOCR(nn.Module):
 
     forward = forward_logits
 
-    # ---- generation ---------------------------------------------------------------------------
-    def generate_greedy(self, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), max_new_tokens: int = 8192,
-                        *, ngram_size: int | None = None, window_size: int | None = None,
-                        whitelist: Iterable[int] = (), keep_logits: bool = False) -> Generation:
-        """Greedy decoding with finish reason ("eos" | "length"); EOS, when hit, is the last id."""
-        return greedy_generate(self, input_ids, list(images), max_new_tokens, ngram_size=ngram_size,
-                               window_size=window_size, whitelist=whitelist, keep_logits=keep_logits)
 
-    def generate(self, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), max_new_tokens: int = 8192,
-                 **guard: Any) -> list[int]:
-        """Greedy new ids (EOS included when hit). `guard`: ngram_size, window_size, whitelist."""
-        return self.generate_greedy(input_ids, images, max_new_tokens, **guard).token_ids
+def _config_dict(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(source, dict):
+        return source
+    p = Path(source)
+    with open(p / "config.json" if p.is_dir() else p, encoding="utf-8") as f:
+        return json.load(f)

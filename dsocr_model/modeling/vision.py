@@ -1,8 +1,10 @@
 """DeepEncoder fusion and the image-token block (ARCHITECTURE.md §3.3-3.4).
 
 features = Linear(cat[CLIP(SAM(x))[:, 1:], SAM(x)])  — CLIP first, SAM second.
-Block per image: tiles stitched into one grid with `image_newline` after each row (only when tiled),
-then the global view's rows each followed by `image_newline`, then one `view_seperator` (sic).
+Block per image, in the layout its spec names: "grid" (v1) stitches the tiles into one grid with
+`image_newline` after each row (only when tiled), then the global view's rows each followed by
+`image_newline`, then one `view_seperator` (sic); "flat" (DeepSeek-OCR-2 style) writes each tile's tokens
+in crop order, then the global view's, then the separator, with no newlines.
 Views of many images are encoded together, batched by view size.
 """
 from __future__ import annotations
@@ -43,8 +45,16 @@ def with_newlines(grid: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
     return torch.cat([grid, nl], dim=1).reshape(-1, C)
 
 
-def layout_image_tokens(global_feats: torch.Tensor, tile_feats: torch.Tensor | None, grid: tuple[int, int],
-                        newline: torch.Tensor, separator: torch.Tensor) -> torch.Tensor:
+def flat_layout(global_feats: torch.Tensor, tile_feats: torch.Tensor | None, grid: tuple[int, int],
+                newline: torch.Tensor | None, separator: torch.Tensor) -> torch.Tensor:
+    """global [q*q, C], tiles [P, q2*q2, C] -> [P*q2*q2 + q*q + 1, C]: tiles, global, separator."""
+    C = global_feats.shape[-1]
+    parts = [tile_feats.reshape(-1, C)] if tile_feats is not None and tile_feats.shape[0] > 0 else []
+    return torch.cat(parts + [global_feats, separator.to(global_feats.dtype).view(1, C)], dim=0)
+
+
+def grid_layout(global_feats: torch.Tensor, tile_feats: torch.Tensor | None, grid: tuple[int, int],
+                newline: torch.Tensor, separator: torch.Tensor) -> torch.Tensor:
     """global [q*q, C], tiles [P, q2*q2, C] -> the block written over one image's placeholders."""
     C = global_feats.shape[-1]
     q = int(global_feats.shape[0] ** 0.5)
@@ -57,6 +67,9 @@ def layout_image_tokens(global_feats: torch.Tensor, tile_feats: torch.Tensor | N
     parts.append(with_newlines(global_feats.view(q, q, C), newline))
     parts.append(separator.to(global_feats.dtype).view(1, C))
     return torch.cat(parts, dim=0)
+
+
+LAYOUTS = {"grid": grid_layout, "flat": flat_layout}  # the torch side of family.geometry.LAYOUTS
 
 
 def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16) -> list[torch.Tensor]:
@@ -85,6 +98,7 @@ def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16
     blocks = []
     for i, v in enumerate(images):
         tiles = torch.stack(outputs[(i, "tiles")]) if v.is_tiled else None
-        blocks.append(layout_image_tokens(outputs[(i, "global")][0], tiles, v.grid,
-                                          model.image_newline, model.view_seperator))
+        layout = LAYOUTS[v.spec.layout]
+        blocks.append(layout(outputs[(i, "global")][0], tiles, v.grid, getattr(model, "image_newline", None),
+                             model.view_seperator))
     return blocks

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image, ImageOps
 
-from .modes import MIN_CROPS, MODES, TILE_THRESHOLD, choose_grid, count_image_tokens
+from ..family.deepseek_ocr import DEEPSEEK_OCR
+from ..family.spec import ModelSpec
 
 PAD_COLOR = (127, 127, 127)  # tuple(int(0.5 * 255)) for mean 0.5: mid-grey, not black
 
@@ -21,12 +22,14 @@ class ImageViews:
     """Normalised views of one image, ready for the vision encoder.
 
     global_view: float32 [3, S, S]; tiles: float32 [P, 3, s, s] with P = nw*nh (0 when untiled);
-    grid: (nw, nh) tile columns and rows, (1, 1) when untiled.
+    grid: (nw, nh) tile columns and rows, (1, 1) when untiled; spec: the architecture whose token layout
+    counts this image's placeholders.
     """
 
     global_view: torch.Tensor
     tiles: torch.Tensor | None = None
     grid: tuple[int, int] = (1, 1)
+    spec: ModelSpec = DEEPSEEK_OCR
 
     def __post_init__(self) -> None:
         g = self.global_view
@@ -52,12 +55,11 @@ class ImageViews:
     @property
     def num_image_tokens(self) -> int:
         tile = self.tiles.shape[-1] if self.is_tiled else 0
-        return count_image_tokens(self.global_view.shape[-1], tile, self.grid if self.is_tiled else (1, 1))
+        return self.spec.count_tokens(self.global_view.shape[-1], tile, self.grid if self.is_tiled else (1, 1))
 
     def to(self, device=None, dtype=None) -> "ImageViews":
         return ImageViews(self.global_view.to(device=device, dtype=dtype),
-                          self.tiles.to(device=device, dtype=dtype), self.grid)
-
+                          self.tiles.to(device=device, dtype=dtype), self.grid, self.spec)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
@@ -81,30 +83,28 @@ def tile_image(image: Image.Image, grid: tuple[int, int], tile_size: int) -> lis
     ]
 
 
-def preprocess_image(image: Image.Image, mode: str = "gundam", max_crops: int = 6) -> ImageViews:
-    """One RGB page image -> ImageViews for `mode` (tiny/small/base/large/gundam/gundam-m).
+def preprocess_image(image: Image.Image, mode: str | None = None, max_crops: int | None = None,
+                     spec: ModelSpec = DEEPSEEK_OCR) -> ImageViews:
+    """One RGB page image -> ImageViews for a `mode` of `spec` (v1: tiny/small/base/large/gundam/gundam-m).
 
-    `max_crops` caps the Gundam tile count: 6 as the official PDF pipeline and vLLM, 9 as HF `infer()`.
-    The caller is expected to have applied EXIF orientation (the loaders do).
+    `max_crops` caps the tile count (v1: 6 as the official PDF pipeline and vLLM, the default; 9 as HF
+    `infer()`). The caller is expected to have applied EXIF orientation (the loaders do).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {sorted(MODES)}")
-    if max_crops < MIN_CROPS:
-        raise ValueError(f"max_crops must be >= {MIN_CROPS}, got {max_crops}")
+    m = spec.mode(mode)
+    max_crops = spec.check_crops(spec.max_crops if max_crops is None else max_crops)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"empty image {image.size}")
     if image.mode != "RGB":
         image = image.convert("RGB")
-    base_size, image_size, crop_mode = MODES[mode]
 
-    if not crop_mode:
-        if image_size <= 640:  # tiny/small stretch to a square; base/large keep aspect with grey padding
-            image = image.resize((image_size, image_size))
-        return ImageViews(to_tensor(ImageOps.pad(image, (image_size, image_size), color=PAD_COLOR)))
+    if not m.crop_mode:
+        if m.image_size <= spec.stretch_below:  # v1 tiny/small stretch to a square; base/large pad with grey
+            image = image.resize((m.image_size, m.image_size))
+        return ImageViews(to_tensor(ImageOps.pad(image, (m.image_size, m.image_size), color=PAD_COLOR)), spec=spec)
 
-    global_view = to_tensor(ImageOps.pad(image, (base_size, base_size), color=PAD_COLOR))
-    if image.width <= TILE_THRESHOLD and image.height <= TILE_THRESHOLD:
-        return ImageViews(global_view)
-    grid = choose_grid(image.width, image.height, image_size, max_crops)
-    tiles = torch.stack([to_tensor(t) for t in tile_image(image, grid, image_size)])
-    return ImageViews(global_view, tiles, grid)
+    global_view = to_tensor(ImageOps.pad(image, (m.base_size, m.base_size), color=PAD_COLOR))
+    grid = spec.view_grid(image.width, image.height, mode, max_crops)
+    if grid == (1, 1):
+        return ImageViews(global_view, spec=spec)
+    tiles = torch.stack([to_tensor(t) for t in tile_image(image, grid, m.image_size)])
+    return ImageViews(global_view, tiles, grid, spec)

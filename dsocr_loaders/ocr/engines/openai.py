@@ -30,8 +30,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from .engines import DEFAULT_MODEL, OCRRequest, OCRResponse
-from .errors import RemoteEngineError
+from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
+from dsocr_model.family.spec import ModelSpec
+
+from ..errors import RemoteEngineError
+from ..settings import DEFAULT_MODEL
+from ..types import OCRRequest, OCRResponse
 
 logger = logging.getLogger(__name__)
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -83,12 +87,13 @@ class OpenAIEngine:
         image_format: "png" (lossless, default) or "jpeg".
         ngram_args: send the n-gram guard and `skip_special_tokens: false` (vLLM recipe fields).
         extra_body: more JSON fields merged into every request.
+        spec: the served model's ModelSpec (prompts, guard defaults); default DeepSeek-OCR v1.
     """
 
     def __init__(self, base_url: str, *, model: str = DEFAULT_MODEL, api_key: str | None = None,
                  concurrency: int = 8, timeout: float = 600.0, retries: int = 4, backoff: float = 1.0,
                  max_backoff: float = 30.0, image_format: str = "png", ngram_args: bool = True,
-                 extra_body: dict[str, Any] | None = None) -> None:
+                 extra_body: dict[str, Any] | None = None, spec: ModelSpec = DEEPSEEK_OCR) -> None:
         if concurrency < 1 or retries < 0 or timeout <= 0:
             raise ValueError("concurrency >= 1, retries >= 0 and timeout > 0 are required")
         if image_format not in ("png", "jpeg"):
@@ -100,6 +105,7 @@ class OpenAIEngine:
         self.backoff, self.max_backoff, self.image_format = backoff, max_backoff, image_format
         self.ngram_args, self.extra_body = ngram_args, dict(extra_body or {})
         self.identity = f"openai:{self.base_url}#{model}"
+        self.spec = spec
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._send_max_tokens = True  # turned off once if the server rejects max_tokens beyond its context
@@ -121,10 +127,11 @@ class OpenAIEngine:
         return 2 * self.concurrency
 
     def submit(self, request: OCRRequest) -> Future:
-        if request.mode != "gundam" and not self._told_mode:
+        request = request.resolve(self.spec)
+        if request.mode != self.spec.default_mode and not self._told_mode:
             self._told_mode = True
-            logger.warning("mode=%r is not sent: %s uses its own resolution mode (vLLM: gundam)", request.mode,
-                           self.base_url)
+            logger.warning("mode=%r is not sent: %s uses its own resolution mode (vLLM: %s)", request.mode,
+                           self.base_url, self.spec.default_mode)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="dsocr-remote")

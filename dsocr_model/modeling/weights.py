@@ -3,7 +3,7 @@
 Model directory: a local path, or a hub id (default `deepseek-ai/DeepSeek-OCR`) resolved with
 `huggingface_hub` at the user's run time. Shards: `model.safetensors`, or any `*.safetensors` listed in
 `model.safetensors.index.json` (the official repo ships `model-00001-of-000001.safetensors` + index).
-`sanitize()` is the one place for checkpoint quirks.
+Each model class's `sanitize()` is the one place for its checkpoint's quirks.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL_ID = "deepseek-ai/DeepSeek-OCR"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 
 
@@ -75,18 +75,12 @@ def read_checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def sanitize(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Checkpoint quirks. The official file needs none; re-saves may carry buffers we compute instead."""
-    drop = ("rotary_emb.inv_freq", "vision_model.embeddings.position_ids")
-    return {k: v for k, v in state.items() if not k.endswith(drop)}
-
-
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(f"{k}: checkpoint {tuple(state[k].shape)} != model {expected[k]}"
-                       for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+def check_state_dict(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]]) -> None:
+    """Compare two {key: shape} layouts (checkpoint names) and name every offending tensor."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    misshaped = sorted(f"{k}: checkpoint {got[k]} != model {expected[k]}"
+                       for k in set(expected) & set(got) if got[k] != expected[k])
     if missing or unexpected or misshaped:
         lines = [f"checkpoint does not match the model ({len(missing)} missing, {len(unexpected)} unexpected, "
                  f"{len(misshaped)} mis-shaped)"]
@@ -96,10 +90,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError("\n".join(lines))
 
 
+def shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> None:
-    """Strict, assign-load (the model may live on `meta`); floating tensors are cast to `dtype`."""
-    state = sanitize(state)
-    check_state_dict(model, state)
+    """Sanitize (the model class's one place for checkpoint quirks), check against the model's layout in
+    checkpoint names, then strict assign-load (the model may live on `meta`); floats are cast to `dtype`."""
+    state = model.sanitize(state)
+    check_state_dict(shapes(model.to_checkpoint(model.state_dict())), shapes(model.to_checkpoint(state)))
     for k in list(state):  # one tensor at a time, so host memory holds at most one extra copy
         v = state[k]
         state[k] = v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)

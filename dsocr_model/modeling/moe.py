@@ -4,11 +4,12 @@ Router (ARCHITECTURE.md §4): fp32 logits and softmax, plain top-k, weights used
 (norm_topk_prob=False), times routed_scaling_factor; expert outputs are weighted in fp32, summed,
 cast back, then the shared experts (one SwiGLU of width n_shared * 896) are added unweighted.
 
-Experts stay an `nn.ModuleList` so checkpoint keys (`mlp.experts.{e}.gate_proj.weight`) load
-unchanged. For speed their weights are re-pointed, once, into stacked tensors `[E, 2I, D]` and
-`[E, D, I]` (views, no copy kept); dispatch then sorts (token, expert) pairs by expert and runs two
-grouped GEMMs (`torch._grouped_mm`, CPU and CUDA) — no Python loop over experts, no host sync.
-For a handful of assignments (batch-1 decode) gathering the chosen experts' weights is cheaper.
+Routed experts are held stacked, as transformers 5 converts them: `experts.gate_up_proj` [E, 2I, D]
+(gate rows, then up rows) and `experts.down_proj` [E, D, I]. The checkpoint's per-expert keys
+(`mlp.experts.{e}.gate_proj.weight`, ...) are stacked once, at load, by `DeepseekOCR.sanitize`.
+Dispatch sorts (token, expert) pairs by expert and runs two grouped GEMMs (`torch._grouped_mm`, CPU and
+CUDA) — no Python loop over experts, no host sync. For a handful of assignments (batch-1 decode)
+gathering the chosen experts' weights is cheaper.
 """
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ def gathered_experts(x: torch.Tensor, idx: torch.Tensor, w13: torch.Tensor, w2: 
     return torch.einsum("tki,tkdi->tkd", F.silu(g) * u, w2[idx])  # (T, k, D)
 
 
+class Experts(nn.Module):
+    """The routed experts as two stacked tensors (see the module docstring for the checkpoint keys)."""
+
+    def __init__(self, n: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.empty(n, 2 * hidden, dim))  # (E, 2I, D)
+        self.down_proj = nn.Parameter(torch.empty(n, dim, hidden))  # (E, D, I)
+        # nn.Linear's default init, per expert: random-weight models (benchmarks, tests) stay well scaled
+        nn.init.uniform_(self.gate_up_proj, -dim ** -0.5, dim ** -0.5)
+        nn.init.uniform_(self.down_proj, -hidden ** -0.5, hidden ** -0.5)
+
+
 class MoE(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -74,51 +87,36 @@ class MoE(nn.Module):
         self.top_k = cfg.num_experts_per_tok
         self.scale = cfg.routed_scaling_factor
         self.gate = nn.Linear(D, cfg.n_routed_experts, bias=False)
-        self.experts = nn.ModuleList(MLP(D, I) for _ in range(cfg.n_routed_experts))
+        self.experts = Experts(cfg.n_routed_experts, D, I)
         self.shared_experts = MLP(D, I * cfg.n_shared_experts) if cfg.n_shared_experts else None
-        self._w13: torch.Tensor | None = None
-        self._w2: torch.Tensor | None = None
-
-    @torch.no_grad()
-    def stack_experts(self) -> None:
-        """Copy expert weights into stacked tensors and make each expert's parameters views of them."""
-        w13 = torch.stack([torch.cat([e.gate_proj.weight, e.up_proj.weight]) for e in self.experts])
-        w2 = torch.stack([e.down_proj.weight for e in self.experts])
-        I = w13.shape[1] // 2
-        for i, e in enumerate(self.experts):
-            e.gate_proj.weight = nn.Parameter(w13[i, :I], requires_grad=False)
-            e.up_proj.weight = nn.Parameter(w13[i, I:], requires_grad=False)
-            e.down_proj.weight = nn.Parameter(w2[i], requires_grad=False)
-        self._w13, self._w2 = w13, w2
-
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        w0 = self.experts[0].gate_proj.weight
-        # Re-stack when the parameters moved (.to(), assign-load) since the last stacking.
-        if self._w13 is None or self._w13.data_ptr() != w0.data_ptr() or self._w13.device != w0.device:
-            self.stack_experts()
-        return self._w13, self._w2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, D)
         weight, idx = route(x, self.gate.weight, self.top_k, self.scale)
-        w13, w2 = self.stacked()
         run = gathered_experts if idx.numel() <= GATHER_MAX_ASSIGNMENTS else grouped_experts
-        y = (run(x, idx, w13, w2).float() * weight.unsqueeze(-1)).sum(dim=1).to(x.dtype)
+        y = (run(x, idx, self.experts.gate_up_proj, self.experts.down_proj).float() * weight.unsqueeze(-1)).sum(dim=1)
+        y = y.to(x.dtype)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y.view(shape)
 
 
+def expert_mlp(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert e as the checkpoint writes it: down(silu(gate(x)) * up(x))."""
+    gate, up = moe.experts.gate_up_proj[e].chunk(2, dim=0)
+    return F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), moe.experts.down_proj[e])
+
+
 def moe_reference(moe: MoE, x: torch.Tensor) -> torch.Tensor:
-    """Naive per-token, per-expert loop over the nn.Linear experts: the yardstick for tests."""
+    """Naive per-token, per-expert loop, one expert MLP at a time: the yardstick for tests."""
     x2 = x.reshape(-1, x.shape[-1])
     weight, idx = route(x2, moe.gate.weight, moe.top_k, moe.scale)
     rows = []
     for t in range(x2.shape[0]):
         acc = torch.zeros(x2.shape[1], dtype=torch.float32, device=x.device)
         for j in range(moe.top_k):
-            acc += moe.experts[int(idx[t, j])](x2[t]).float() * weight[t, j]
+            acc += expert_mlp(moe, int(idx[t, j]), x2[t]).float() * weight[t, j]
         rows.append(acc.to(x.dtype))
     y = torch.stack(rows)
     if moe.shared_experts is not None:

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .engines import OCRResponse
+from .types import OCRResponse
 
 logger = logging.getLogger(__name__)
 

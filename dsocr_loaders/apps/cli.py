@@ -1,7 +1,7 @@
 """`dsocr convert INPUT... -o OUTDIR`: PDFs and images -> markdown / JSON per document, with a progress bar.
 
-Per input document it writes `NAME.md` (pages joined by a page-split marker, like the official
-`<name>.mmd`) and/or `NAME.json` (every PageResult), with `--figures` the figure crops under
+Per input document it writes `NAME.md` (pages joined by `--pages-delimiter`, by default the form feed of
+LangChain's PDF loaders, as every surface of dsocr) and/or `NAME.json` (every PageResult), with `--figures` the figure crops under
 `NAME_images/`, and with `--layout` `NAME_layouts.pdf` (the pages with their boxes drawn and labelled).
 `--engine openai --base-url URL` sends pages to a vLLM/SGLang server instead of running the model here.
 Output names are sanitised: nothing is written outside OUTDIR whatever the input is called.
@@ -19,7 +19,9 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-PAGE_SPLIT = "\n\n<--- Page Split --->\n\n"
+from dsocr_model.family.registry import known_modes
+
+from ..ocr import settings as S
 EXAMPLES = """examples:
   dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
   dsocr convert scans/ invoices/*.pdf -o out/ --pages 1-3 --figures --layout
@@ -55,28 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     c.add_argument("inputs", nargs="+", help="PDF or image files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    c.add_argument("--task", default="markdown",
-                   choices=["markdown", "ocr", "free_ocr", "figure", "describe", "locate"])
+    c.add_argument("--task", default=None, help="official prompt by name (default: the model's, markdown for v1): "
+                   "markdown, ocr, free_ocr, figure, describe, locate")
     c.add_argument("--locate-text", default=None, help="text to find with --task locate")
-    c.add_argument("--mode", default="gundam", choices=["tiny", "small", "base", "large", "gundam", "gundam-m"])
+    c.add_argument("--mode", default=None, help=f"resolution mode of the model (default: its own, gundam for v1); "
+                   f"registered: {', '.join(known_modes())}")
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
-    c.add_argument("--dpi", type=float, default=144, help="PDF rendering resolution (official: 144)")
+    c.add_argument("--dpi", type=float, default=S.DEFAULT_DPI, help="PDF rendering resolution (official: 144)")
     c.add_argument("--password", default=None, help="password of encrypted PDFs")
-    c.add_argument("--engine", default="local", choices=["local", "openai"],
+    c.add_argument("--engine", default="local", choices=S.ENGINES,
                    help="local: run the model here; openai: an OpenAI-compatible server (vLLM, SGLang) at --base-url")
     c.add_argument("--base-url", default=None,
                    help="server for --engine openai, e.g. http://localhost:8000/v1 (default: $DSOCR_BASE_URL); "
                         "API key from $DSOCR_API_KEY or $OPENAI_API_KEY")
     c.add_argument("--concurrency", type=int, default=8, help="requests in flight with --engine openai")
     c.add_argument("--timeout", type=float, default=600, help="seconds per request with --engine openai")
-    c.add_argument("--model", default="deepseek-ai/DeepSeek-OCR",
+    c.add_argument("--model", default=S.DEFAULT_MODEL,
                    help="hub id or local checkpoint folder (local), or the served model name (openai)")
-    c.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu (local engine)")
-    c.add_argument("--max-new-tokens", type=int, default=8192)
+    c.add_argument("--device", default=S.DEFAULT_DEVICE, help="auto | cuda | cuda:N | cpu (local engine)")
+    c.add_argument("--max-new-tokens", type=int, default=S.DEFAULT_MAX_NEW_TOKENS)
     c.add_argument("--format", default="md,json", help="comma-separated: md, json")
     c.add_argument("--figures", action="store_true", help="save figure crops next to the markdown")
     c.add_argument("--layout", action="store_true", help="write NAME_layouts.pdf: pages with boxes drawn and labelled")
-    c.add_argument("--table-format", default="html", choices=["html", "markdown"])
+    c.add_argument("--table-format", default=S.DEFAULT_TABLE_FORMAT, choices=S.TABLE_FORMATS)
+    c.add_argument("--pages-delimiter", default=S.PAGES_DELIMITER,
+                   help='joins pages in NAME.md (the official .mmd uses "\\n<--- Page Split --->\\n")')
     c.add_argument("--cache-dir", default=None, help="result cache folder (default: ~/.cache/dsocr)")
     c.add_argument("--no-cache", action="store_true", help="OCR every page again")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -86,10 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 def convert(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .cache import ResultCache
-    from .errors import DsocrInputError
-    from .pipeline import OCRPipeline
-    from .sources import count_pages
+    from ..ocr.cache import ResultCache
+    from ..ocr.errors import DsocrInputError
+    from ..ocr.pipeline import OCRPipeline
+    from ..ocr.sources import count_pages
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"md", "json"}:
@@ -100,10 +105,11 @@ def convert(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
     options = {"concurrency": args.concurrency, "timeout": args.timeout} if args.engine == "openai" else {}
     try:
-        pipe = OCRPipeline(args.model, device=args.device, engine=args.engine, base_url=args.base_url,
-                           engine_options=options, task=args.task, locate_text=args.locate_text,
-                           mode=args.mode, max_new_tokens=args.max_new_tokens, dpi=args.dpi,
-                           table_format=args.table_format, extract_figures=args.figures, on_error="page", cache=cache)
+        engine = S.EngineSettings(args.model, args.device, args.engine, args.base_url, options=options)
+        ocr = S.OCRSettings(task=args.task, locate_text=args.locate_text, mode=args.mode,
+                            max_new_tokens=args.max_new_tokens)
+        pipe = OCRPipeline(engine, ocr=ocr, render=S.RenderSettings(dpi=args.dpi),
+                           output=S.OutputSettings(args.table_format, args.figures), on_error="page", cache=cache)
         total = count_pages(args.inputs, args.pages, password=args.password)  # for the bar's ETA
     except (ValueError, FileNotFoundError) as e:  # DsocrInputError is a ValueError
         print(f"dsocr: {e}", file=sys.stderr)
@@ -151,13 +157,13 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
         stem = f"{base}_{k}"
     used.add(stem)
     if args.figures:
-        from .documents import save_figures
+        from ..ocr.ids import save_figures
 
         for r in pages:
             save_figures(r, out / f"{stem}_images", stem)
             r.markdown = r.markdown.replace(f"]({(out / f'{stem}_images').as_posix()}/", f"]({stem}_images/")
     if "md" in formats:
-        (out / f"{stem}.md").write_text(PAGE_SPLIT.join(r.markdown for r in pages), encoding="utf-8")
+        (out / f"{stem}.md").write_text(args.pages_delimiter.join(r.markdown for r in pages), encoding="utf-8")
     if "json" in formats:
         doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages]}
         (out / f"{stem}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")

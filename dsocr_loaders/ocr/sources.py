@@ -19,12 +19,12 @@ from typing import Any, BinaryIO, Union
 
 from .errors import CorruptFileError, DsocrInputError, EmptyInputError, PageRangeError, PasswordError
 from .images import MULTI_FRAME_FORMATS, open_image, to_rgb
+from .settings import DEFAULT_DPI, DEFAULT_GLOB
 
 logger = logging.getLogger(__name__)
 
 Source = Union[str, os.PathLike, bytes, BinaryIO, Iterable[Any]]
 Pages = Union[None, str, int, Iterable[int]]
-DEFAULT_DPI = 144
 # The model sees at most a 1024/1280 global view plus <= 9 tiles; beyond this a render only costs memory.
 MAX_RENDER_PIXELS = 40_000_000
 SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -73,7 +73,7 @@ def parse_pages(pages: Pages, total: int, source: str = "") -> list[int]:
     return sorted(set(indices))
 
 
-def iter_inputs(source: Source, glob: str = "**/*") -> Iterator[tuple[str, str | bytes]]:
+def iter_inputs(source: Source, glob: str = DEFAULT_GLOB) -> Iterator[tuple[str, str | bytes]]:
     """(name, path or bytes) for every input in `source`, in a stable order."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         yield "<bytes>", bytes(source)
@@ -225,7 +225,7 @@ def pdf_date(value: str) -> str:
 
 
 def iter_documents(source: Source, *, password: str | None = None, dpi: float = DEFAULT_DPI,
-                   glob: str = "**/*") -> Iterator[tuple[str, Any]]:
+                   glob: str = DEFAULT_GLOB) -> Iterator[tuple[str, Any]]:
     """(name, opened document or the typed error it raised), one input at a time."""
     for name, data in iter_inputs(source, glob):
         try:
@@ -234,7 +234,7 @@ def iter_documents(source: Source, *, password: str | None = None, dpi: float = 
             yield name, e
 
 
-def count_pages(source: Source, pages: Pages = None, *, password: str | None = None, glob: str = "**/*") -> int:
+def count_pages(source: Source, pages: Pages = None, *, password: str | None = None, glob: str = DEFAULT_GLOB) -> int:
     """How many PageResults `OCRPipeline.run` yields for these arguments (a source that cannot be opened,
     or whose page selection does not fit, counts as its one error page): the total of a progress bar."""
     n = 0
@@ -249,3 +249,27 @@ def count_pages(source: Source, pages: Pages = None, *, password: str | None = N
         finally:
             doc.close()
     return n
+
+
+def render_pages(source: Source, pages: Pages = None, *, password: str | None = None, dpi: float = DEFAULT_DPI,
+                 glob: str = DEFAULT_GLOB, on_error: str = "raise") -> Iterator[Any]:
+    """Rendered PageImages of every selected page, lazily; needs no engine. A source that cannot be opened
+    (or whose selection does not fit) raises its typed error, or with on_error="page" becomes one error
+    PageResult naming the file, and the next source goes on."""
+    from .results import PageResult
+
+    for name, doc in iter_documents(source, password=password, dpi=dpi, glob=glob):
+        try:
+            if isinstance(doc, DsocrInputError):
+                raise doc
+            selection = parse_pages(pages, doc.total_pages, name)
+        except DsocrInputError as e:
+            if on_error == "raise":
+                raise
+            logger.warning("%s", e)
+            yield PageResult(page=0, status="error", error=f"{type(e).__name__}: {e}", source=name)
+            continue
+        try:
+            yield from doc.pages(selection)
+        finally:
+            doc.close()

@@ -1,0 +1,1 @@
+"""Apps over the OCR core: the `dsocr` CLI and the layout PDF (later: the server and the Ray job)."""

@@ -1,0 +1,1 @@
+"""The framework-free OCR core: page types, settings, sources, engines, parsing, pipeline, cache, ids."""

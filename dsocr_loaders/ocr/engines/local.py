@@ -1,0 +1,121 @@
+"""LocalEngine: the model in this process (hub id or checkpoint directory, CUDA when available, else CPU).
+
+It loads lazily, so building a loader or pickling it costs nothing; preprocessing runs in worker threads
+and pages go to the batched `dsocr_model.runtime` engine. Its `spec` (modes, prompts, guard) comes from the
+checkpoint's config.json without loading torch.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from dsocr_model.family.registry import spec_for
+
+from ..settings import DEFAULT_DEVICE, DEFAULT_MODEL
+from ..types import OCRRequest, OCRResponse
+from .identity import local_identity
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LocalEngine:
+    """dsocr_model in-process: continuous batching over many pages, preprocessing in worker threads.
+
+    Args:
+        model: hub id or local directory of the official checkpoint.
+        revision: hub branch, tag or commit (default: main).
+        device: "auto" (CUDA when available, else CPU), "cuda", "cuda:1", "cpu".
+        dtype: torch dtype; default bf16 on CUDA, fp32 on CPU.
+        max_batch: pages decoded together (default: the runtime's memory plan; a small batch on CPU).
+        max_seq_len: prompt + output tokens per page (default: the model's 8192, as vLLM's max_model_len).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, device: str = DEFAULT_DEVICE, dtype: Any = None,
+                 max_batch: int | None = None, max_seq_len: int | None = None, preprocess_workers: int = 4,
+                 revision: str | None = None) -> None:
+        self.model_name, self.device, self.dtype, self.revision = str(model), device, dtype, revision
+        self.max_batch, self.max_seq_len, self.preprocess_workers = max_batch, max_seq_len, preprocess_workers
+        self.identity = local_identity(self.model_name, revision)
+        self.spec = spec_for(self.model_name, revision)
+        self._lock = threading.Lock()
+        self._model = self._engine = self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable: the model is reloaded lazily in the new process
+        state = self.__dict__.copy()
+        state.update(_lock=None, _model=None, _engine=None, _pool=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def load(self) -> "LocalEngine":
+        with self._lock:
+            if self._engine is None:
+                from dsocr_model.modeling.model import DeepseekOCR
+                from dsocr_model.runtime.engine import Engine
+
+                device = resolve_device(self.device)
+                model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype,
+                                                    revision=self.revision)
+                self.spec = model.spec
+                self._engine = Engine(model, max_batch=self.max_batch, max_seq_len=self.max_seq_len)
+                self._pool = ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="dsocr-preprocess")
+                self._model = model
+        return self
+
+    @property
+    def max_in_flight(self) -> int:
+        """Pages worth keeping submitted: enough to refill every slot, few enough to bound host memory.
+        Before the model is loaded (e.g. every page so far came from the cache) a small default."""
+        if self._engine is None:
+            return 32
+        return self._engine.max_batch + self._engine.max_prefill_pages
+
+    def submit(self, request: OCRRequest) -> Future:
+        self.load()
+        result: Future = Future()
+        self._pool.submit(self._prepare, request, result)
+        return result
+
+    def _prepare(self, request: OCRRequest, result: Future) -> None:
+        from dsocr_model.modeling.preprocess import preprocess_image
+        from dsocr_model.runtime.batch import PageRequest
+
+        try:
+            t0 = time.perf_counter()
+            request = request.resolve(self.spec)
+            views = preprocess_image(request.image, request.mode, request.max_crops, self.spec)
+            ids = self._model.build_input_ids(request.prompt, [views])
+            room = self._engine.max_seq_len - len(ids)
+            if room < 1:
+                raise ValueError(f"the prompt takes {len(ids)} of {self._engine.max_seq_len} tokens: no room to answer")
+            page = PageRequest(ids, [views], min(request.max_new_tokens, room), request.ngram_size,
+                               request.window_size, request.whitelist)
+            t_pre = time.perf_counter() - t0
+            inner = self._engine.submit(page)
+        except Exception as e:
+            result.set_exception(e)
+            return
+        inner.add_done_callback(lambda f: self._finish(f, result, t_pre))
+
+    def _finish(self, inner: Future, result: Future, t_pre: float) -> None:
+        try:
+            out = inner.result()
+            ids = out.token_ids[:-1] if out.finish_reason == "eos" else out.token_ids
+            text = self._model.tokenizer.decode(ids, skip_special_tokens=False)
+            result.set_result(OCRResponse(text, out.finish_reason, len(out.token_ids),
+                                          {"preprocess_s": t_pre, **out.timings}))
+        except Exception as e:
+            result.set_exception(e)

@@ -1,0 +1,1 @@
+"""Torch-free facts about each architecture: specs, tile geometry and the registry."""

@@ -1,0 +1,1 @@
+"""The model layer: torch modules named as checkpoint keys, preprocessing, tokenizer and weight loading."""

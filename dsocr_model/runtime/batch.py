@@ -1,0 +1,143 @@
+"""The engine's batch state: which page holds which KV-cache row, and the per-row guard history.
+
+`BatchState` is what one decode step reads and writes: the slots (a page per cache row, or None), the
+last generated ids per row right-aligned in `tail` (for the n-gram guard), the generated counts, and the
+logits the next token is chosen from. Rows in use are packed low (admission fills the lowest free row)
+and a step decodes rows 0..n with n a power of two, so there are few distinct shapes.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from ..modeling.preprocess import ImageViews
+from .ngram import ngram_penalty
+
+MAX_WINDOW = 128  # longest n-gram window the batched guard can look back over (official: 50 or 90)
+
+
+@dataclass
+class PageRequest:
+    input_ids: torch.Tensor  # LongTensor[T] from build_input_ids
+    images: Sequence[ImageViews] = ()
+    max_new_tokens: int = 8192
+    ngram_size: int | None = None  # official: 30 (image) / 20 (PDF)
+    window_size: int | None = None  # official: 90 / 50
+    whitelist: Iterable[int] = ()
+    eos_token_id: int | None = None  # None: the model's; -1 never stops early (benchmarks)
+
+
+@dataclass
+class PageOutput:
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "length"
+    timings: dict[str, float] = field(default_factory=dict)  # queue_s, prefill_s, ttft_s, total_s
+
+
+@dataclass
+class Pending:
+    req: PageRequest
+    future: Future
+    on_token: Callable[[int], None] | None
+    t_submit: float
+
+
+@dataclass
+class Slot:
+    job: Pending
+    pos: int  # position of the next token to feed
+    eos: int
+    timings: dict[str, float]
+    out: list[int] = field(default_factory=list)
+
+
+def decode_rows(live_rows: int, max_batch: int) -> int:
+    """Decode rows 0..n with n the next power of two: few distinct shapes (graphs), little waste."""
+    return min(1 << (live_rows - 1).bit_length(), max_batch)
+
+
+def fail(future: Future, error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+class BatchState:
+    def __init__(self, max_batch: int, vocab_size: int, device: torch.device) -> None:
+        self.max_batch = max_batch
+        self.slots: list[Slot | None] = [None] * max_batch
+        self.tail = torch.full((max_batch, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest ids, right-aligned
+        self.lengths = torch.zeros(max_batch, dtype=torch.long, device=device)
+        self.logits = torch.zeros(max_batch, vocab_size, device=device)
+
+    def free_rows(self) -> Iterable[int]:
+        """Lowest rows first, so live rows stay packed."""
+        return (s for s in range(self.max_batch) if self.slots[s] is None)
+
+    def live(self) -> list[int]:
+        return [s for s, st in enumerate(self.slots) if st is not None]
+
+    def start(self, row: int, job: Pending, prompt_len: int, eos: int, timings: dict[str, float]) -> None:
+        self.slots[row] = Slot(job, prompt_len, eos, timings)
+        self.tail[row] = -1
+        self.lengths[row] = 0
+
+    def drop(self, row: int, error: BaseException) -> None:
+        st, self.slots[row] = self.slots[row], None
+        if st is not None:
+            fail(st.job.future, error)
+
+    def choose(self, n: int) -> list[int]:
+        """Greedy ids for rows 0..n after each request's n-gram guard; records them in the guard history."""
+        logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
+        groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
+        for s, st in enumerate(self.slots[:n]):
+            if st is not None and st.job.req.ngram_size:
+                r = st.job.req
+                groups.setdefault((r.ngram_size, r.window_size, tuple(sorted(r.whitelist))), []).append(s)
+        for (size, window, wl), rows in groups.items():
+            idx = torch.tensor(rows, device=logits.device)
+            pen = ngram_penalty(tail[idx, tail.shape[1] - window:], lengths[idx], size,
+                                torch.tensor(wl, dtype=torch.long, device=logits.device), logits.shape[1])
+            logits[idx] += pen
+        chosen = logits.argmax(dim=-1)
+        tail.copy_(torch.cat([tail[:, 1:], chosen[:, None]], dim=1))
+        lengths[torch.tensor(self.live(), device=lengths.device)] += 1
+        return chosen.tolist()  # the one host sync per step
+
+    def emit(self, row: int, tok: int) -> None:
+        """Hand a chosen id to its request; finish the request on EOS or its token limit."""
+        st = self.slots[row]
+        st.out.append(tok)
+        now = time.perf_counter()
+        if len(st.out) == 1:
+            st.timings["ttft_s"] = now - st.job.t_submit
+        try:
+            if st.job.on_token is not None:
+                st.job.on_token(tok)
+        except Exception as e:  # a broken consumer ends its own request only
+            self.drop(row, e)
+            return
+        done = "eos" if tok == st.eos else "length" if len(st.out) >= st.job.req.max_new_tokens else None
+        if done:
+            st.timings["total_s"] = now - st.job.t_submit
+            self.slots[row] = None
+            st.job.future.set_result(PageOutput(st.out, done, st.timings))
+
+    def next_inputs(self, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
+        """(rows n, tokens [n, 1], positions [n, 1], kv_len) of the next decode step; None when idle."""
+        live = self.live()
+        if not live:
+            return None
+        n = decode_rows(max(live) + 1, self.max_batch)
+        pos_list, tok_list = [0] * n, [0] * n  # built on the host, sent in one copy each
+        for s in live:
+            st = self.slots[s]
+            pos_list[s], tok_list[s] = st.pos, st.out[-1]
+            st.pos += 1
+        positions = torch.tensor(pos_list, device=device)[:, None]
+        tokens = torch.tensor(tok_list, device=device)[:, None]
+        return n, tokens, positions, max(pos_list) + 1

@@ -1,0 +1,75 @@
+"""The hot path, named once (gpt-fast style), and greedy decoding of one sequence over it.
+
+`prefill` runs embeddings through the decoder into the KV cache and returns the last position's
+logits; `decode_step` does the same for one token per row. The one-sequence `generate` below, the batched
+engine and the CUDA graphs all call these two, and `bucket_kv_len` is the one place attention lengths are
+rounded. `generate` is the simple, faithful path (the yardstick for the engine): stop at EOS (kept as the
+last id, as HF `generate` does) or after `max_new_tokens`, optional official n-gram guard.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..modeling.decoder import KVCache
+from ..modeling.preprocess import ImageViews
+from .ngram import apply_ngram_guard
+
+KV_LEN_BUCKET = 128  # attention reads kv slots rounded up to this: few shapes, no per-step cuDNN plan builds
+
+
+@dataclass
+class Generation:
+    token_ids: list[int]
+    finish_reason: str  # "eos" | "length"
+    step_logits: list[torch.Tensor] = field(default_factory=list)  # raw logits per step, when asked
+
+
+def bucket_kv_len(kv_len: int, max_len: int) -> int:
+    """Round an attention length up to KV_LEN_BUCKET (the mask hides the extra slots), within the cache."""
+    return min(-(-kv_len // KV_LEN_BUCKET) * KV_LEN_BUCKET, max_len)
+
+
+def prefill(model, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int) -> torch.Tensor:
+    """Embeddings x [B, T, D] at positions [B, T] into the cache -> float32 logits of the last position [B, V]."""
+    h = model.hidden(x, positions, cache, bucket_kv_len(kv_len, cache.max_len))
+    return model.lm_head(h[:, -1]).float()  # only the last position needs the 129k-wide head
+
+
+def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int) -> torch.Tensor:
+    """One token per row: tokens, positions [B, 1] -> float32 logits [B, V]."""
+    return prefill(model, model.model.embed_tokens(tokens), positions, cache, kv_len)
+
+
+@torch.inference_mode()
+def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), max_new_tokens: int = 8192, *,
+             ngram_size: int | None = None, window_size: int | None = None, whitelist: Iterable[int] = (),
+             eos_id: int | None = None, keep_logits: bool = False) -> Generation:
+    """Greedy decoding of one prompt (ids from `model.build_input_ids`) -> new ids and finish reason.
+
+    `eos_id=-1` never stops early (benchmarks); `keep_logits` keeps each step's raw logits (parity tests).
+    """
+    device = model.device
+    ids = torch.as_tensor(input_ids, dtype=torch.long, device=device).view(1, -1)  # (1, T)
+    T = ids.shape[1]
+    eos = model.eos_token_id if eos_id is None else eos_id
+    whitelist = set(whitelist)
+    cache = KVCache(model.config.decoder, 1, T + max_new_tokens, device, model.dtype)
+    logits = prefill(model, model.embed(ids, images), torch.arange(T, device=device)[None], cache, T)  # (1, V)
+    out: list[int] = []
+    kept: list[torch.Tensor] = []
+    for i in range(max_new_tokens):
+        if keep_logits:
+            kept.append(logits[0].cpu())
+        guarded = apply_ngram_guard(logits[0], out, ngram_size, window_size, whitelist)
+        nxt = int(guarded.argmax())
+        out.append(nxt)
+        if nxt == eos:
+            return Generation(out, "eos", kept)
+        if i + 1 == max_new_tokens:
+            break
+        logits = decode_step(model, torch.tensor([[nxt]], device=device), torch.tensor([[T + i]], device=device),
+                             cache, T + i + 1)
+    return Generation(out, "length", kept)
