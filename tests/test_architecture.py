@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,11 @@ TOY = ModelSpec(name="toy-ocr", modes={"whole": Mode(512, 512, False), "tiles": 
 
 
 def test_import_contracts_hold():
-    from importlinter.cli import lint_imports
-
-    assert lint_imports(config_filename=str(ROOT / ".importlinter"), no_cache=True, no_logo=True) == 0
+    # In a child process: import-linter configures logging, which would silence other tests' loggers.
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            f"sys.exit(lint_imports(config_filename={str(ROOT / '.importlinter')!r}, no_cache=True, no_logo=True))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.fixture
@@ -74,3 +78,33 @@ def test_cli_mode_choices_follow_a_registered_architecture(toy_checkpoint, tmp_p
     assert main(args + ["--mode", "tiles"]) == 0
     (page,) = json.loads((tmp_path / "out" / "page.json").read_text())["pages"]
     assert page["vision_tokens"] == 161 and page["settings"]["mode"] == "tiles"
+
+
+def test_adapters_expose_the_same_explicit_options_with_one_set_of_defaults():
+    import dataclasses
+    import inspect
+
+    from dsocr_loaders import LoaderOptions
+    from dsocr_loaders.apps.cli import build_parser
+    from dsocr_loaders.langchain import DeepSeekOCRLoader, DeepSeekOCRParser
+    from dsocr_loaders.llama_index import DeepSeekOCRReader
+    from dsocr_loaders.ocr import settings
+
+    names = LoaderOptions.names()
+    loader = inspect.signature(DeepSeekOCRLoader).parameters
+    assert list(loader)[0] == "file_path" and set(loader) == {"file_path", *names}
+    assert all(p.kind is p.KEYWORD_ONLY for n, p in loader.items() if n != "file_path")  # no **kwargs
+    assert set(inspect.signature(DeepSeekOCRParser).parameters) == set(names)
+    reader = DeepSeekOCRReader.model_fields
+    assert set(reader) - set(names) == {"is_remote", "extract_figures"}
+    for f in dataclasses.fields(LoaderOptions):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        assert reader[f.name].default == default, f.name
+    assert LoaderOptions.pages_delimiter == settings.PAGES_DELIMITER
+    convert = build_parser()._subparsers._group_actions[0].choices["convert"]
+    assert convert.get_default("pages_delimiter") == settings.PAGES_DELIMITER
+    assert convert.get_default("dpi") == settings.DEFAULT_DPI == LoaderOptions.dpi
+    with pytest.raises(TypeError, match="mdoe"):
+        DeepSeekOCRLoader("x.pdf", mdoe="tiny")
+    with pytest.raises(ValueError, match="mdoe"):  # pydantic's ValidationError is a ValueError
+        DeepSeekOCRReader(mdoe="tiny")

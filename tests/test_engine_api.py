@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dsocr_model import ImageViews, generate
-from dsocr_model.runtime.memory import kv_bytes_per_token, plan_max_batch
+from dsocr_model.runtime.memory import CPU_MAX_BATCH, kv_bytes_per_token, plan_max_batch
 from dsocr_model.runtime.engine import Engine, PageRequest
 
 
@@ -97,7 +97,7 @@ def test_memory_budget_sizes_the_batch(golden_model):
     assert plan_max_batch(golden_model, 256, max_batch_tokens=1024) == 4
     assert plan_max_batch(golden_model, 256, max_batch_tokens=10) == 1
     assert Engine(golden_model, max_seq_len=256, max_batch_tokens=768).max_batch == 3
-    assert Engine(golden_model, max_seq_len=64).max_batch == 8  # CPU default
+    assert Engine(golden_model, max_seq_len=64).max_batch == CPU_MAX_BATCH  # CPU default: one constant
 
 
 def test_close_finishes_work_and_refuses_more(golden_model, expected):
