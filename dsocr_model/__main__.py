@@ -11,6 +11,7 @@ import sys
 import time
 
 from .family.registry import DEFAULT_MODEL_ID, known_modes, spec_for
+from .family.spec import DEFAULT_MAX_NEW_TOKENS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", default=None, help=f"resolution mode (default: the model's); one of {known_modes()}")
     ap.add_argument("--task", default=None, help="official prompt by name (default: the model's, e.g. markdown)")
     ap.add_argument("--prompt", help="raw prompt (overrides --task); must contain <image>")
-    ap.add_argument("--max-new-tokens", type=int, default=8192)
+    ap.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
     ap.add_argument("--max-crops", type=int, default=None, help="tile cap (default: the model's)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])

@@ -10,9 +10,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
-from dsocr_model.family.spec import ModelSpec
-
-DEFAULT_MAX_NEW_TOKENS = 8192  # capped by engines to the model's context minus the prompt
+from dsocr_model.family.spec import DEFAULT_MAX_NEW_TOKENS, ModelSpec
 
 
 def resolve_guard(spec: ModelSpec, ngram_size: int | None, window_size: int | None,

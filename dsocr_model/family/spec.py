@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from .geometry import LAYOUTS, choose_grid, tokens_per_side
 
+DEFAULT_MAX_NEW_TOKENS = 8192  # the official scripts' limit; engines cap it to the context minus the prompt
+
 
 @dataclass(frozen=True)
 class Mode:

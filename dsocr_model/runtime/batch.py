@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..family.spec import DEFAULT_MAX_NEW_TOKENS
 from ..modeling.preprocess import ImageViews
 from .ngram import ngram_penalty
 
@@ -24,7 +25,7 @@ MAX_WINDOW = 128  # longest n-gram window the batched guard can look back over (
 class PageRequest:
     input_ids: torch.Tensor  # LongTensor[T] from build_input_ids
     images: Sequence[ImageViews] = ()
-    max_new_tokens: int = 8192
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     ngram_size: int | None = None  # official: 30 (image) / 20 (PDF)
     window_size: int | None = None  # official: 90 / 50
     whitelist: Iterable[int] = ()

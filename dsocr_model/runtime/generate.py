@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..family.spec import DEFAULT_MAX_NEW_TOKENS
 from ..modeling.decoder import KVCache
 from ..modeling.preprocess import ImageViews
 from .ngram import apply_ngram_guard
@@ -44,7 +45,7 @@ def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: KVC
 
 
 @torch.inference_mode()
-def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), max_new_tokens: int = 8192, *,
+def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, *,
              ngram_size: int | None = None, window_size: int | None = None, whitelist: Iterable[int] = (),
              eos_id: int | None = None, keep_logits: bool = False) -> Generation:
     """Greedy decoding of one prompt (ids from `model.build_input_ids`) -> new ids and finish reason.
