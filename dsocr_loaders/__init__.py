@@ -18,7 +18,8 @@ _EXPORTS = {
     "parse_pages": "ocr.sources", "render_pages": "ocr.sources", "PageImage": "ocr.sources",
     "DsocrInputError": "ocr.errors", "UnsupportedFormatError": "ocr.errors", "EmptyInputError": "ocr.errors",
     "CorruptFileError": "ocr.errors", "PasswordError": "ocr.errors", "PageRangeError": "ocr.errors",
-    "TooLargeError": "ocr.errors", "RemoteEngineError": "ocr.errors", "ResultCache": "ocr.cache",
+    "TooLargeError": "ocr.errors", "RemoteEngineError": "ocr.errors", "EngineError": "ocr.errors",
+    "EngineUnavailableError": "ocr.errors", "ResultCache": "ocr.cache",
 }
 __all__ = sorted(_EXPORTS)
 

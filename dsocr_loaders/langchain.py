@@ -19,28 +19,33 @@ With langchain-community: GenericLoader.from_filesystem("docs/", parser=DeepSeek
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
+from itertools import groupby
 from pathlib import Path
-from typing import Any
 
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
 from langchain_core.documents import Document
 
-from .ocr.ids import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
-                      stable_id)
+from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures,
+                      single_status, stable_id)
 from .ocr.options import LoaderOptions
 from .ocr.progress import with_progress
 from .ocr.results import PageResult
-from .ocr.sources import iter_inputs
 
 
 class _Documents:
     """PageResults -> Documents, shared by the loader and the parser (options come from LoaderOptions)."""
 
-    def _documents(self, results: Iterator[PageResult], source: str, digest: str) -> Iterator[Document]:
-        results = with_progress(results, source, self.progress, sized=self.pages is None)
+    def _documents(self, results: Iterable[PageResult], digest: Callable[[str], str]) -> Iterator[Document]:
+        """Documents of one load, file by file (results of one file are consecutive); `digest(source)`
+        hashes a file's content for its ids."""
+        for source, group in groupby(results, key=lambda r: r.source):
+            yield from self._file(with_progress(group, source, self.progress, sized=self.pages is None), source,
+                                  digest(source))
+
+    def _file(self, results: Iterable[PageResult], source: str, digest: str) -> Iterator[Document]:
         if self.split == "single":
             pages = list(results)
             if pages:
@@ -50,14 +55,14 @@ class _Documents:
             yield from self._page(r, source, digest)
 
     @cached_property
-    def _ids(self) -> tuple[str, str]:
-        """What besides the file and page decides a Document's id: the OCR settings and the model."""
-        return self.pipeline.settings.key(), self.pipeline.engine_identity
+    def _ids(self) -> tuple[str, ...]:
+        """What besides the file and page decides a Document's id (every setting that changes its content)."""
+        return content_key(self.pipeline, f"figures={self.figures_dir}", f"delimiter={self.pages_delimiter!r}")
 
     def _single(self, pages: list[PageResult], source: str, digest: str) -> Document:
         meta = page_metadata(pages[0], source)
         for k in ("page", "page_label"):
-            meta.pop(k)
+            meta.pop(k, None)
         meta |= ocr_metadata(pages[0], include_boxes=False) | single_status(pages)
         meta.pop("ocr_error", None)
         text = self.pages_delimiter.join(r.markdown for r in pages)
@@ -93,22 +98,29 @@ class DeepSeekOCRLoader(BaseLoader, _Documents, LoaderOptions):
         return [str(self.file_path)] if isinstance(self.file_path, (str, Path)) else [str(p) for p in self.file_path]
 
     def lazy_load(self) -> Iterator[Document]:
-        for name, _ in iter_inputs(self.file_paths, self.pipeline.render.glob):  # directories expand to their files
-            yield from self._documents(self.pipeline.run(name, self.pages, self.password), name, content_hash(name))
+        """Documents in file and page order. A file that cannot be read raises (one file) or, for several
+        files, becomes one error Document and the rest go on (`on_error`); an unusable engine raises
+        EngineUnavailableError at once."""
+        source = self.file_paths if len(self.file_paths) > 1 else self.file_paths[0]
+        results = self.pipeline.run(source, self.pages, self.password, on_error=self.policy_for(source))
+        yield from self._documents(results, content_hash)
 
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Pages are rendered and OCR'd off the event loop; Documents come in page order as they finish."""
-        for name, _ in iter_inputs(self.file_paths, self.pipeline.render.glob):
-            digest = content_hash(name)
-            results = self.pipeline.arun(name, self.pages, self.password)
-            if self.split == "single":
-                pages = [r async for r in results]
-                if pages:
-                    yield self._single(pages, name, digest)
-                continue
-            async for r in results:
-                for doc in self._page(r, name, digest):
+        source = self.file_paths if len(self.file_paths) > 1 else self.file_paths[0]
+        digest = cache(content_hash)
+        group: list[PageResult] = []  # split="single": one file's pages
+        async for r in self.pipeline.arun(source, self.pages, self.password, on_error=self.policy_for(source)):
+            if self.split != "single":
+                for doc in self._file([r], r.source, digest(r.source)):
                     yield doc
+                continue
+            if group and r.source != group[0].source:
+                yield self._single(group, group[0].source, digest(group[0].source))
+                group = []
+            group.append(r)
+        if group:
+            yield self._single(group, group[0].source, digest(group[0].source))
 
 
 @dataclass(kw_only=True, eq=False)
@@ -122,5 +134,6 @@ class DeepSeekOCRParser(BaseBlobParser, _Documents, LoaderOptions):
     def lazy_parse(self, blob: Blob) -> Iterator[Document]:
         data = blob.as_bytes()
         source = str(blob.source) if blob.source is not None else "<blob>"
-        yield from self._documents(self.pipeline.run(data, self.pages, self.password), source, content_hash(data))
+        results = self.pipeline.run(data, self.pages, self.password, on_error=self.on_error or "raise", name=source)
+        yield from self._documents(results, lambda _: content_hash(data))
 

@@ -23,7 +23,7 @@ from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import Document, ImageDocument
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .ocr.ids import (content_hash, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
+from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
                       stable_id)
 from .ocr.options import LoaderOptions
 from .ocr.pipeline import OCRPipeline
@@ -98,22 +98,33 @@ class DeepSeekOCRReader(BasePydanticReader):
 
     def lazy_load_data(self, file_path: str | Path | Iterable[str | Path], extra_info: dict | None = None,
                        fs: Any = None) -> Iterator[Document]:
-        for name, data in _sources(file_path, fs):
-            results = self.ocr_pipeline.run(data, self.pages, self.password)
+        inputs = list(_sources(file_path, fs))
+        options = self._run_options(file_path, len(inputs))
+        for name, data in inputs:
+            results = self.ocr_pipeline.run(data, self.pages, self.password, name=name, **options)
             yield from self._to_documents(results, name, data, extra_info or {})
 
     async def aload_data(self, file_path: str | Path | Iterable[str | Path], extra_info: dict | None = None,
                          fs: Any = None) -> list[Document]:
         docs: list[Document] = []
-        for name, data in _sources(file_path, fs):
-            pages = [r async for r in self.ocr_pipeline.arun(data, self.pages, self.password)]
+        inputs = list(_sources(file_path, fs))
+        options = self._run_options(file_path, len(inputs))
+        for name, data in inputs:
+            pages = [r async for r in self.ocr_pipeline.arun(data, self.pages, self.password, name=name, **options)]
             docs.extend(self._to_documents(iter(pages), name, data, extra_info or {}))
         return docs
+
+    def _run_options(self, file_path: Any, n_inputs: int) -> dict[str, Any]:
+        """Several inputs (a folder, a list): an unreadable file is one error Document by default, and a page
+        selection keeps the pages each file has."""
+        several = n_inputs > 1 or (isinstance(file_path, (str, Path)) and Path(file_path).is_dir())
+        return {"on_error": self.on_error or ("page" if several else "raise"), "several": several}
 
     # ---- conversion ----------------------------------------------------------------------------
     def _to_documents(self, results: Iterator[PageResult], name: str, data: Any, extra: dict) -> Iterator[Document]:
         digest = content_hash(data)
-        ids = (self.ocr_pipeline.settings.key(), self.ocr_pipeline.engine_identity)
+        ids = content_key(self.ocr_pipeline, f"figures={self.figures_dir}/{self.extract_figures}",
+                          f"delimiter={self.pages_delimiter!r}")
         results = with_progress(results, name, self.progress)
         file_meta = {"file_path": name, "file_name": Path(name).name}
         if self.split == "single":
@@ -126,7 +137,8 @@ class DeepSeekOCRReader(BasePydanticReader):
                            shown=extra)
             return
         for r in results:
-            base = file_meta | {"page_label": r.page_label, "page_number": r.page + 1, "total_pages": r.total_pages}
+            base = file_meta if r.is_file_error else \
+                file_meta | {"page_label": r.page_label, "page_number": r.page + 1, "total_pages": r.total_pages}
             base |= {k: v for k, v in page_metadata(r, name).items() if k not in ("source", "page", "file_path")}
             if self.figures_dir is not None:
                 save_figures(r, self.figures_dir, Path(name).stem)

@@ -117,7 +117,7 @@ def test_several_processes_share_one_cache(tmp_path):
 
 
 def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
-    """The cache key's model part: a re-saved checkpoint or a new hub revision is another model."""
+    """The cache key's model part: the weights' content (not their path), a hub id's resolved commit."""
     import shutil
 
     from conftest import GOLDEN
@@ -126,7 +126,7 @@ def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
     copy = tmp_path / "ckpt"
     shutil.copytree(GOLDEN, copy)
     before = checkpoint_identity(str(copy))
-    assert before == checkpoint_identity(str(copy)) and before.startswith(str(copy.resolve()) + "#")
+    assert before == checkpoint_identity(str(GOLDEN)) and str(tmp_path) not in before  # same weights elsewhere
     with open(copy / "config.json", "a") as f:
         f.write("\n")
     assert checkpoint_identity(str(copy)) != before
@@ -135,8 +135,10 @@ def test_model_identity_follows_the_weights_and_the_hub_revision(tmp_path):
     (snap / "config.json").write_text("{}")
     (tmp_path / "hub" / "models--org--ocr" / "refs").mkdir()
     (tmp_path / "hub" / "models--org--ocr" / "refs" / "main").write_text("a" * 40)
-    code = "from dsocr_loaders.ocr.engines import LocalEngine; print(LocalEngine('org/ocr').identity, LocalEngine('org/new').identity)"
+    code = ("from dsocr_loaders.ocr.engines import LocalEngine; from dsocr_loaders import EngineUnavailableError\n"
+            "print(LocalEngine('org/ocr').identity)\n"
+            "try: LocalEngine('org/new').identity\nexcept EngineUnavailableError as e: print('unavailable')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub")})
-    assert out.stdout.split() == [f"dsocr_model:org/ocr@{'a' * 40}", "dsocr_model:org/new@main"]
+                         env={**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.split() == [f"dsocr_model:org/ocr@{'a' * 40}", "unavailable"]  # never "org/new@main"
     assert LocalEngine(str(copy)).identity == "dsocr_model:" + checkpoint_identity(str(copy))

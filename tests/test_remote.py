@@ -17,7 +17,7 @@ from PIL import Image
 from chat_server import (ChatServer, drop, error, model_answer, ok, raw, request_image, request_prompt, script,
                          slow)
 from conftest import FIXTURES, GOLDEN
-from dsocr_loaders import OCRPipeline, OCRRequest, OpenAIEngine, RemoteEngineError, EngineSettings, OCRSettings
+from dsocr_loaders import EngineUnavailableError, OCRPipeline, OCRRequest, OpenAIEngine, RemoteEngineError, EngineSettings, OCRSettings
 from dsocr_loaders.ocr.engines import LocalEngine
 
 PDF = FIXTURES / "pdf"
@@ -108,10 +108,11 @@ def test_persistent_failures_become_error_pages(reply, words):
 
 
 def test_client_errors_are_not_retried_and_say_what_to_do():
-    with ChatServer(script(error(401, "invalid api key"))) as server:
-        (r,) = remote(server.url).run_pages([_page_image(page())])
-    assert r.status == "error" and "HTTP 401 invalid api key" in r.error and "DSOCR_API_KEY" in r.error
-    assert len(server.requests) == 1
+    with ChatServer(script(error(401, "invalid api key"))) as server:  # every page would fail: an engine error
+        with pytest.raises(EngineUnavailableError) as e:
+            list(remote(server.url).run_pages([_page_image(page(), i) for i in range(3)]))
+    assert "HTTP 401 invalid api key" in str(e.value) and "DSOCR_API_KEY" in str(e.value) and e.value.status == 401
+    assert 1 <= len(server.requests) <= 3  # not retried: at most one request per page (retries=2 would allow 9)
     with pytest.raises(RemoteEngineError) as e:
         with ChatServer(script(error(404, "The model `x` does not exist."))) as server:
             OpenAIEngine(server.url, model="x").submit(OCRRequest(page(), "<image>\nFree OCR.")).result()

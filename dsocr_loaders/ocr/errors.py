@@ -30,9 +30,19 @@ class TooLargeError(DsocrInputError):
     """An image above Pillow's decompression-bomb limit (raise PIL.Image.MAX_IMAGE_PIXELS to accept it)."""
 
 
-class RemoteEngineError(RuntimeError):
-    """An OCR server refused a page, or kept failing after every retry (the page becomes an error page)."""
+class EngineError(RuntimeError):
+    """Base class: the OCR engine failed."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RemoteEngineError(EngineError):
+    """An OCR server refused a page, or kept failing after every retry (the page becomes an error page)."""
+
+
+class EngineUnavailableError(EngineError):
+    """The engine cannot work at all: its model cannot be loaded or fetched, or its server is unreachable or
+    refuses the credentials after every retry. Raised at once by the pipeline and the loaders (never turned
+    into empty pages); the CLI stops with exit code 3."""

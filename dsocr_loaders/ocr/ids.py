@@ -38,7 +38,16 @@ def stable_id(*parts: Any) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
+def content_key(pipeline: Any, *extra: Any) -> tuple[str, ...]:
+    """What besides the file and the page decides a Document's content, hence its id: the OCR settings, the
+    model, the render dpi, the table format, and the adapter's own content options (`extra`)."""
+    return (pipeline.settings.key(), pipeline.engine_identity, f"dpi={pipeline.render.dpi}",
+            f"tables={pipeline.output.table_format}", *map(str, extra))
+
+
 def page_metadata(r: PageResult, source: str) -> dict[str, Any]:
+    if r.is_file_error:  # a file that could not be read has no page to name
+        return {"source": source, "file_path": source}
     meta: dict[str, Any] = {"source": source, "file_path": source, "page": r.page, "page_label": r.page_label,
                             "total_pages": r.total_pages}
     meta.update({k: r.doc_metadata[k] for k in PDF_KEYS if r.doc_metadata.get(k) not in (None, "")})
@@ -53,6 +62,7 @@ def ocr_metadata(r: PageResult, include_boxes: bool = True, nested: bool = False
     }
     if r.error:
         meta["ocr_error"] = r.error
+        meta["ocr_error_type"] = r.error_type
     if include_boxes:
         boxes = [e.to_dict() for e in r.elements if e.bbox is not None]
         meta["ocr_elements"] = boxes if nested else json.dumps(boxes, ensure_ascii=False)

@@ -15,7 +15,7 @@ from .pipeline import OCRPipeline
 from .settings import (DEFAULT_DEVICE, DEFAULT_DPI, DEFAULT_MODEL, DEFAULT_ON_ERROR, DEFAULT_SPLIT,
                        DEFAULT_TABLE_FORMAT, ON_ERROR, PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings,
                        OutputSettings, RenderSettings)
-from .sources import Pages
+from .sources import Pages, resolve_on_error
 from .types import DEFAULT_MAX_NEW_TOKENS, OCREngine
 
 
@@ -66,19 +66,35 @@ class LoaderOptions:
     figures_dir: str | None = None
     progress: bool = False
     cache: Any = None
-    on_error: str = DEFAULT_ON_ERROR
+    on_error: str | None = DEFAULT_ON_ERROR
 
     def __post_init__(self) -> None:
         self.validate()
+        self._owns_pipeline = self.pipeline is None
         if self.pipeline is None:
             self.pipeline = self.build_pipeline()
+
+    def close(self) -> None:
+        """Close the pipeline (and engine) these options built; an injected pipeline belongs to its caller."""
+        if self._owns_pipeline and self.pipeline is not None:
+            self.pipeline.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def policy_for(self, inputs: Any) -> str:
+        """The error policy for one load: on_error, or by default "raise" for one file, "page" for several."""
+        return resolve_on_error(self.on_error, inputs)
 
     def validate(self) -> None:
         """The adapter-level options (the pipeline validates the rest against the model's spec)."""
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if self.on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if self.on_error is not None and self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {self.on_error!r}")
 
     def build_pipeline(self, *, extract_figures: bool | None = None) -> OCRPipeline:
         """The pipeline these options describe (validates mode, task and settings against the model). Works on

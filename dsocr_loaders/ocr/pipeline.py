@@ -12,14 +12,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Union
 
 from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
 from dsocr_model.family.spec import ModelSpec
 
 from .cache import ResultCache, page_key
-from .engines import local_identity, make_engine
+from .engines import make_engine
+from .errors import EngineUnavailableError
 from .grounding import parse_page
 from .results import PageResult
 from .settings import DEFAULT_ON_ERROR, ON_ERROR, EngineSettings, OCRSettings, OutputSettings, RenderSettings
@@ -41,8 +42,10 @@ class OCRPipeline:
             model's own defaults, read from its spec.
         render: RenderSettings (PDF dpi, folder glob).
         output: OutputSettings (table format, figure crops).
-        on_error: "raise" a typed error for a source that cannot be opened, or "page": report it as an
-            error PageResult and go on with the next source.
+        on_error: for a source that cannot be opened: "raise" its typed error, "page" (report it as one error
+            PageResult naming the file and go on), "skip" (log it and go on); None (default): "raise" for one
+            input, "page" for a folder or a list. Engine failures (EngineUnavailableError: the model cannot
+            be loaded, the server is unreachable or refuses the key) always raise, at once.
         max_in_flight: pages submitted ahead of the one being returned (default from the engine).
         cache: None/False (off), True (the user cache dir), a path to a sqlite file, or a ResultCache:
             pages whose pixels, settings and model were seen before are not OCR'd again.
@@ -50,9 +53,10 @@ class OCRPipeline:
 
     def __init__(self, engine: OCREngine | EngineSettings | None = None, *, ocr: OCRSettings | None = None,
                  render: RenderSettings | None = None, output: OutputSettings | None = None,
-                 on_error: str = DEFAULT_ON_ERROR, max_in_flight: int | None = None, cache: Any = None) -> None:
-        if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+                 on_error: str | None = DEFAULT_ON_ERROR, max_in_flight: int | None = None, cache: Any = None) -> None:
+        if on_error is not None and on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {on_error!r}")
+        self._owns_engine = engine is None or isinstance(engine, EngineSettings)  # close() closes only its own
         if engine is None or isinstance(engine, EngineSettings):
             self._engine_settings, self._engine = engine or EngineSettings(), None
             self.spec: ModelSpec = self._engine_settings.spec()
@@ -73,50 +77,72 @@ class OCRPipeline:
             self._engine = make_engine(self._engine_settings)
         return self._engine
 
+    def close(self) -> None:
+        """Close the engine this pipeline built (an injected engine belongs to its caller)."""
+        if self._owns_engine and self._engine is not None and hasattr(self._engine, "close"):
+            self._engine.close()
+        self._engine = None if self._owns_engine else self._engine
+
+    def __enter__(self) -> "OCRPipeline":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     # ---- public API ------------------------------------------------------------------------------
-    def run(self, source: Source, pages: Pages = None, password: str | None = None) -> Iterator[PageResult]:
+    def run(self, source: Source, pages: Pages = None, password: str | None = None, **options: Any) -> Iterator[PageResult]:
         """PageResults for every selected page of every input in `source`, in order.
 
-        `pages`: "1-3,7" (1-based, as in a print dialog) or 0-based ints; None for all.
+        `pages`: "1-3,7" (1-based, as in a print dialog) or 0-based ints; None for all. `options`: those of
+        `iter_pages` (on_error for this call, name of a bytes source, password_hint).
         """
-        return self.run_pages(self.iter_pages(source, pages, password))
+        return self.run_pages(self.iter_pages(source, pages, password, **options))
 
-    async def arun(self, source: Source, pages: Pages = None, password: str | None = None) -> AsyncIterator[PageResult]:
+    async def arun(self, source: Source, pages: Pages = None, password: str | None = None,
+                   **options: Any) -> AsyncIterator[PageResult]:
         """`run` without blocking the event loop (rendering and waiting happen in a thread)."""
-        it = self.run(source, pages, password)
+        it = self.run(source, pages, password, **options)
         done = object()
         while (result := await asyncio.to_thread(next, it, done)) is not done:
             yield result
 
-    def iter_pages(self, source: Source, pages: Pages = None, password: str | None = None) -> Iterator[Item]:
-        """Rendered pages, lazily; a source that cannot be opened raises or becomes an error page."""
+    def iter_pages(self, source: Source, pages: Pages = None, password: str | None = None, *,
+                   on_error: str | None = None, name: str | None = None, password_hint: str = "password=",
+                   several: bool | None = None) -> Iterator[Item]:
+        """Rendered pages, lazily (no engine needed); see `sources.render_pages` for the error policy."""
         return render_pages(source, pages, password=password, dpi=self.render.dpi, glob=self.render.glob,
-                            on_error=self.on_error)
+                            on_error=on_error or self.on_error, name=name, password_hint=password_hint,
+                            several=several)
 
     def run_pages(self, items: Iterable[Item]) -> Iterator[PageResult]:
         """Submit pages ahead (bounded window) and yield their results in order."""
-        window: deque[tuple[Item, Any, str | None]] = deque()
-        for item in items:
-            window.append((item, *self._submit(item)))
-            # read each time: a lazily loaded engine knows its batch size only once loaded
-            limit = self.max_in_flight or getattr(self._engine, "max_in_flight", 32)
-            while len(window) >= limit:
+        window: deque[tuple[Item, Any]] = deque()
+        try:
+            for item in items:
+                window.append((item, self._submit(item)))
+                # read each time: a lazily loaded engine knows its batch size only once loaded
+                limit = self.max_in_flight or getattr(self._engine, "max_in_flight", 32)
+                while len(window) >= limit:
+                    yield self._result(*window.popleft())
+            while window:
                 yield self._result(*window.popleft())
-        while window:
-            yield self._result(*window.popleft())
+        finally:  # an engine failure or a caller that stops early: drop what is still queued
+            for _, future in window:
+                if isinstance(future, Future):
+                    future.cancel()
 
     @property
     def engine_identity(self) -> str:
-        """Names the model for cache keys and document ids (without building the engine)."""
-        if self._engine is None:
-            return local_identity(self._engine_settings.model)
-        return getattr(self._engine, "identity", type(self._engine).__name__)
+        """Names the model for cache keys and document ids."""
+        return getattr(self.engine, "identity", type(self.engine).__name__)
 
     # ---- internals -------------------------------------------------------------------------------
-    def _submit(self, item: Item) -> tuple[Any, str | None]:
-        """(future or the exception raised on submit, cache key to store the answer under)."""
+    def _submit(self, item: Item) -> Any:
+        """The page's future (answered from the cache, or by the engine), or the exception raised on submit.
+        A fresh answer is written to the cache as soon as it arrives, not when its turn to be yielded comes,
+        so a kill loses no finished page, even one behind a slow page."""
         if isinstance(item, PageResult) or item.error:
-            return None, None
+            return None
         s = self.settings
         key = None
         if self.cache is not None and self.cache.enabled:
@@ -125,24 +151,26 @@ class OCRPipeline:
             if hit is not None:
                 done: Future = Future()
                 done.set_result(hit)
-                return done, None
+                return done
         try:
-            return self.engine.submit(OCRRequest(item.image, s.prompt, s.mode, s.max_crops, s.max_new_tokens,
-                                                 s.ngram_size, s.window_size, s.whitelist)), key
+            future = self.engine.submit(OCRRequest(item.image, s.prompt, s.mode, s.max_crops, s.max_new_tokens,
+                                                   s.ngram_size, s.window_size, s.whitelist))
+        except EngineUnavailableError:
+            raise
         except Exception as e:  # e.g. an engine that refuses the request up front
-            return e, None
+            return e
+        return future if key is None else _stored(future, self.cache, key)
 
-    def _result(self, item: Item, future: Any, cache_key: str | None) -> PageResult:
+    def _result(self, item: Item, future: Any) -> PageResult:
         if isinstance(item, PageResult):
             return item
         if item.error:
-            return self._decorate(PageResult(page=item.page, status="error", error=item.error), item)
+            return self._decorate(PageResult(page=item.page, status="error", error=item.error,
+                                             error_type="RenderError"), item)
         try:
             if isinstance(future, Exception):
                 raise future
             response = future.result()
-            if cache_key is not None:
-                self.cache.put(cache_key, response)  # committed before the caller sees the page
             t0 = time.perf_counter()
             result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
                                 image=item.image if self.output.extract_figures else None,
@@ -150,9 +178,12 @@ class OCRPipeline:
             result.text_tokens = response.text_tokens
             result.timings.update(response.timings)
             result.timings["parse_s"] = time.perf_counter() - t0
+        except EngineUnavailableError:
+            raise
         except Exception as e:
-            logger.warning("%s page %d failed: %s", item.source, item.page, e)
-            result = PageResult(page=item.page, status="error", error=f"{type(e).__name__}: {e}")
+            logger.warning("%s page %d failed: %s: %s", item.source, item.page + 1, type(e).__name__, e)
+            result = PageResult(page=item.page, status="error", error=f"{type(e).__name__}: {e}",
+                                error_type=type(e).__name__)
         return self._decorate(result, item)
 
     def _decorate(self, result: PageResult, item: PageImage) -> PageResult:
@@ -168,6 +199,29 @@ class OCRPipeline:
         result.settings = {"task": s.task, "mode": s.mode, "model": self.engine_identity,
                            "settings_key": self._settings_key}
         return result
+
+
+def _stored(future: Future, cache: ResultCache, key: str) -> Future:
+    """A future that resolves once the engine's answer is in the cache: written when it arrives (a page that
+    finished behind a slow one is kept on a kill), and committed before the caller sees the page."""
+    stored: Future = Future()
+
+    def store(f: Future) -> None:
+        try:
+            response = f.result()
+            cache.put(key, response)
+            stored.set_result(response)
+        except CancelledError:
+            stored.cancel()
+        except InvalidStateError:  # the caller cancelled `stored` meanwhile
+            pass
+        except BaseException as e:
+            if not stored.done():
+                stored.set_exception(e)
+
+    future.add_done_callback(store)
+    stored.add_done_callback(lambda s: s.cancelled() and future.cancel())
+    return stored
 
 
 def _open_cache(cache: Any) -> ResultCache | None:

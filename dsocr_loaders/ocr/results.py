@@ -54,10 +54,11 @@ class PageResult:
     raw_text: str = ""
     elements: list[Element] = field(default_factory=list)
     status: str = "ok"
-    width: float = 0.0
-    height: float = 0.0
-    unit: str = "px"  # "pt" for PDF pages, "px" for images
-    error: str | None = None
+    width: float | None = None  # None where unknown (a page that could not be rendered, a file that could not be read)
+    height: float | None = None
+    unit: str | None = "px"  # "pt" for PDF pages, "px" for images
+    error: str | None = None  # "Type: message"
+    error_type: str | None = None  # e.g. "PasswordError", "EngineError"
     source: str | None = None
     page_label: str | None = None
     total_pages: int | None = None
@@ -68,6 +69,17 @@ class PageResult:
     timings: dict[str, float] = field(default_factory=dict)
     doc_metadata: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # task, mode, model: how this page was read
+
+    @classmethod
+    def file_error(cls, source: str, error: BaseException) -> "PageResult":
+        """The one result of a file that could not be read: no page, size or token numbers it does not have."""
+        return cls(page=0, status="error", error=f"{type(error).__name__}: {error}", error_type=type(error).__name__,
+                   source=source, unit=None)
+
+    @property
+    def is_file_error(self) -> bool:
+        """A whole file that could not be read (not one of its pages)."""
+        return self.status == "error" and self.total_pages is None
 
     @property
     def compression(self) -> float | None:
@@ -83,7 +95,7 @@ class PageResult:
         """JSON-serializable (figure crops are left out; see Element.image)."""
         return {
             "page": self.page, "page_label": self.page_label, "total_pages": self.total_pages,
-            "source": self.source, "status": self.status, "error": self.error,
+            "source": self.source, "status": self.status, "error": self.error, "error_type": self.error_type,
             "finish_reason": self.finish_reason, "width": self.width, "height": self.height, "unit": self.unit,
             "markdown": self.markdown, "raw_text": self.raw_text,
             "elements": [e.to_dict() for e in self.elements],

@@ -8,48 +8,27 @@ EXIF orientation; every TIFF frame is a page, GIFs give their first frame.
 """
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
-from .errors import CorruptFileError, DsocrInputError, EmptyInputError, PageRangeError, PasswordError
-from .images import MULTI_FRAME_FORMATS, open_image, to_rgb
+from .errors import DsocrInputError, PageRangeError
+from .formats import PageImage, open_document, pdf_date, pdf_metadata  # noqa: F401  (re-exported)
 from .settings import DEFAULT_DPI, DEFAULT_GLOB
 
 logger = logging.getLogger(__name__)
 
 Source = Union[str, os.PathLike, bytes, BinaryIO, Iterable[Any]]
 Pages = Union[None, str, int, Iterable[int]]
-# The model sees at most a 1024/1280 global view plus <= 9 tiles; beyond this a render only costs memory.
-MAX_RENDER_PIXELS = 40_000_000
 SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
-@dataclass
-class PageImage:
-    """One page, rendered: what the model sees plus where it came from."""
-
-    image: Any  # PIL RGB image; None when rendering failed (see error)
-    page: int  # 0-based index in its document
-    page_label: str  # the PDF page label, else str(page + 1)
-    total_pages: int
-    width: float  # page size in `unit`
-    height: float
-    unit: str  # "pt" (PDF) | "px" (image)
-    source: str
-    rotation: int = 0  # PDF /Rotate applied while rendering
-    doc_metadata: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    render_s: float = 0.0
-
-
-def parse_pages(pages: Pages, total: int, source: str = "") -> list[int]:
-    """Selected 0-based page indices, ascending. A string counts from 1 ("1-3,7", "5-"); ints from 0."""
+def parse_pages(pages: Pages, total: int, source: str = "", *, clip: bool = False) -> list[int]:
+    """Selected 0-based page indices, ascending. A string counts from 1 ("1-3,7", "5-"); ints from 0.
+    `clip`: keep the selected pages the document has (one selection over many documents) instead of raising."""
     if pages is None:
         return list(range(total))
     if isinstance(pages, str):
@@ -62,15 +41,26 @@ def parse_pages(pages: Pages, total: int, source: str = "") -> list[int]:
                 lo = hi = int(m.group(3))
             else:
                 lo, hi = int(m.group(1) or 1), int(m.group(2) or total)
+            if clip and lo >= 1:
+                hi = min(hi, total)
             if lo < 1 or hi > total or lo > hi:
+                if clip and lo >= 1:
+                    continue
                 raise PageRangeError(f"pages {part!r} outside 1-{total} of {source or 'the document'}")
             chosen.update(range(lo - 1, hi))
         return sorted(chosen)
     indices = [pages] if isinstance(pages, int) else list(pages)
     bad = [i for i in indices if not isinstance(i, int) or not 0 <= i < total]
-    if bad:
+    if bad and not (clip and all(isinstance(i, int) and i >= 0 for i in bad)):
         raise PageRangeError(f"page indices {bad} outside 0-{total - 1} (0-based) of {source or 'the document'}")
-    return sorted(set(indices))
+    return sorted(set(indices) - set(bad))
+
+
+def several_inputs(source: Source) -> bool:
+    """A folder or a list of inputs (the error policy's default then reports and goes on)."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).is_dir()
+    return not isinstance(source, (bytes, bytearray, memoryview)) and not hasattr(source, "read")
 
 
 def iter_inputs(source: Source, glob: str = DEFAULT_GLOB) -> Iterator[tuple[str, str | bytes]]:
@@ -98,178 +88,73 @@ def iter_inputs(source: Source, glob: str = DEFAULT_GLOB) -> Iterator[tuple[str,
         raise TypeError(f"unsupported source type {type(source).__name__}: give a path, bytes or a binary file")
 
 
-def _head(data: str | bytes) -> bytes:
-    if isinstance(data, bytes):
-        return data[:1024]
-    with open(data, "rb") as f:
-        return f.read(1024)
-
-
-def open_document(name: str, data: str | bytes, *, password: str | None = None,
-                  dpi: float = DEFAULT_DPI) -> "PdfDocument | ImageDocument":
-    """Sniff and open one input; typed errors for empty, corrupt, encrypted or unsupported data."""
-    head = _head(data)
-    if not head:
-        raise EmptyInputError(f"{name} is empty (0 bytes)")
-    if b"%PDF-" in head:
-        return PdfDocument(name, data, password=password, dpi=dpi)
-    return ImageDocument(name, data)
-
-
-class PdfDocument:
-    kind = "pdf"
-
-    def __init__(self, name: str, data: str | bytes, *, password: str | None, dpi: float) -> None:
-        import pymupdf
-
-        self.name, self.dpi = name, dpi
-        try:
-            self.doc = pymupdf.open(data) if isinstance(data, str) else pymupdf.open(stream=data, filetype="pdf")
-        except Exception as e:
-            raise CorruptFileError(f"{name} is not a readable PDF: {e}") from e
-        if self.doc.needs_pass:
-            if password is None:
-                raise PasswordError(f"{name} is encrypted: pass password=...")
-            if not self.doc.authenticate(password):
-                raise PasswordError(f"wrong password for {name}")
-        self.total_pages = self.doc.page_count
-        if self.total_pages == 0:
-            if self.doc.is_repaired:
-                raise CorruptFileError(f"{name} is damaged or truncated: no page could be read")
-            raise EmptyInputError(f"{name} has no pages")
-        self.metadata = pdf_metadata(self.doc.metadata or {})
-
-    def pages(self, selection: list[int]) -> Iterator[PageImage]:
-        import time
-
-        import pymupdf
-        from PIL import Image
-
-        for i in selection:
-            t0 = time.perf_counter()
-            try:
-                page = self.doc[i]
-                label = page.get_label() or str(i + 1)
-                rect, rotation = page.rect, page.rotation
-                zoom = self.dpi / 72
-                if rect.width * rect.height * zoom * zoom > MAX_RENDER_PIXELS:  # e.g. a 200-inch poster page
-                    # 0.995: pixmap sizes round outward
-                    zoom = 0.995 * (MAX_RENDER_PIXELS / (rect.width * rect.height)) ** 0.5
-                    logger.info("%s page %d: rendered at %.0f dpi to stay under %d pixels", self.name, i,
-                                zoom * 72, MAX_RENDER_PIXELS)
-                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
-                image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
-            except Exception as e:  # one broken page never stops the document
-                logger.warning("%s page %d: %s", self.name, i, e)
-                yield PageImage(None, i, str(i + 1), self.total_pages, 0.0, 0.0, "pt", self.name,
-                                doc_metadata=self.metadata, error=f"render failed: {e}")
-                continue
-            yield PageImage(image, i, label, self.total_pages, round(rect.width, 2), round(rect.height, 2), "pt",
-                            self.name, rotation,
-                            self.metadata, render_s=time.perf_counter() - t0)
-
-    def close(self) -> None:
-        self.doc.close()
-
-
-class ImageDocument:
-    kind = "image"
-
-    def __init__(self, name: str, data: str | bytes) -> None:
-        self.name = name
-        self.image = open_image(name, data if isinstance(data, str) else io.BytesIO(data))
-        fmt = self.image.format or ""
-        self.total_pages = getattr(self.image, "n_frames", 1) if fmt in MULTI_FRAME_FORMATS else 1
-        self.metadata = {"format": fmt}
-
-    def pages(self, selection: list[int]) -> Iterator[PageImage]:
-        for i in selection:
-            try:
-                self.image.seek(i)
-                rgb = to_rgb(self.image)
-            except Exception as e:
-                logger.warning("%s frame %d: %s", self.name, i, e)
-                yield PageImage(None, i, str(i + 1), self.total_pages, 0.0, 0.0, "px", self.name,
-                                doc_metadata=self.metadata, error=f"decode failed: {e}")
-                continue
-            yield PageImage(rgb, i, str(i + 1), self.total_pages, float(rgb.width), float(rgb.height), "px",
-                            self.name, doc_metadata=self.metadata)
-
-    def close(self) -> None:
-        self.image.close()
-
-
-def pdf_metadata(raw: dict[str, Any]) -> dict[str, Any]:
-    """PDF info dict with lower-case keys and ISO dates, as LangChain's PDF parsers report it."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if value in (None, ""):
-            continue
-        k = key.lower()
-        out[k] = pdf_date(value) if k in ("creationdate", "moddate") else value
-    return out
-
-
-def pdf_date(value: str) -> str:
-    """'D:20220809113013+02'00'' -> '2022-08-09T11:30:13+02:00' (unparseable values pass through)."""
-    m = re.match(r"D:(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?([Zz+\-])?(\d{2})?'?(\d{2})?", value)
-    if not m:
-        return value
-    y, mo, d, h, mi, s, sign, th, tm = m.groups()
-    iso = f"{y}-{mo or '01'}-{d or '01'}T{h or '00'}:{mi or '00'}:{s or '00'}"
-    if sign in ("Z", "z"):
-        return iso + "+00:00"
-    if sign:
-        return f"{iso}{sign}{th or '00'}:{tm or '00'}"
-    return iso
-
-
 def iter_documents(source: Source, *, password: str | None = None, dpi: float = DEFAULT_DPI,
-                   glob: str = DEFAULT_GLOB) -> Iterator[tuple[str, Any]]:
-    """(name, opened document or the typed error it raised), one input at a time."""
-    for name, data in iter_inputs(source, glob):
+                   glob: str = DEFAULT_GLOB, name: str | None = None,
+                   password_hint: str = "password=") -> Iterator[tuple[str, Any]]:
+    """(name, opened document or the typed error it raised), one input at a time. `name` names a single
+    bytes or stream source (GenericLoader's blob path) instead of "<bytes>"."""
+    for found, data in iter_inputs(source, glob):
+        found = name if name is not None and found in ("<bytes>", "<stream>") else found
         try:
-            yield name, open_document(name, data, password=password, dpi=dpi)
+            yield found, open_document(found, data, password=password, dpi=dpi, password_hint=password_hint)
         except DsocrInputError as e:
-            yield name, e
+            yield found, e
 
 
-def count_pages(source: Source, pages: Pages = None, *, password: str | None = None, glob: str = DEFAULT_GLOB) -> int:
-    """How many PageResults `OCRPipeline.run` yields for these arguments (a source that cannot be opened,
-    or whose page selection does not fit, counts as its one error page): the total of a progress bar."""
+def count_pages(source: Source, pages: Pages = None, *, password: str | None = None, glob: str = DEFAULT_GLOB,
+                on_error: str | None = None) -> int:
+    """How many PageResults `OCRPipeline.run` yields for these arguments: the total of a progress bar."""
+    policy = resolve_on_error(on_error, source)
     n = 0
     for name, doc in iter_documents(source, password=password, glob=glob):
         if isinstance(doc, DsocrInputError):
-            n += 1
+            n += policy != "skip"
             continue
         try:
-            n += len(parse_pages(pages, doc.total_pages, name))
+            n += len(parse_pages(pages, doc.total_pages, name, clip=several_inputs(source)))
         except DsocrInputError:
-            n += 1
+            n += policy != "skip"
         finally:
             doc.close()
     return n
 
 
+def resolve_on_error(on_error: str | None, source: Source) -> str:
+    """None: "raise" for one input, "page" (report the file and go on) for a folder or a list."""
+    return on_error or ("page" if several_inputs(source) else "raise")
+
+
 def render_pages(source: Source, pages: Pages = None, *, password: str | None = None, dpi: float = DEFAULT_DPI,
-                 glob: str = DEFAULT_GLOB, on_error: str = "raise") -> Iterator[Any]:
-    """Rendered PageImages of every selected page, lazily; needs no engine. A source that cannot be opened
-    (or whose selection does not fit) raises its typed error, or with on_error="page" becomes one error
-    PageResult naming the file, and the next source goes on."""
+                 glob: str = DEFAULT_GLOB, on_error: str | None = None, name: str | None = None,
+                 password_hint: str = "password=", several: bool | None = None) -> Iterator[Any]:
+    """Rendered PageImages of every selected page, lazily; needs no engine.
+
+    A source that cannot be opened (or whose selection does not fit) raises its typed error
+    (on_error="raise"), becomes one error PageResult naming the file, the error type and the message
+    ("page"), or is logged and left out ("skip"); None is "raise" for one input and "page" for several.
+    Over several inputs a page selection keeps, per document, the pages it has; a document with none of
+    them is reported and skipped. `several` overrides whether `source` counts as several inputs (an adapter
+    that runs a folder's files one call at a time)."""
     from .results import PageResult
 
-    for name, doc in iter_documents(source, password=password, dpi=dpi, glob=glob):
+    multi = several_inputs(source) if several is None else several
+    policy = on_error or ("page" if multi else "raise")
+    for found, doc in iter_documents(source, password=password, dpi=dpi, glob=glob, name=name,
+                                     password_hint=password_hint):
         try:
             if isinstance(doc, DsocrInputError):
                 raise doc
-            selection = parse_pages(pages, doc.total_pages, name)
+            selection = parse_pages(pages, doc.total_pages, found, clip=multi)
         except DsocrInputError as e:
-            if on_error == "raise":
+            if policy == "raise":
                 raise
-            logger.warning("%s", e)
-            yield PageResult(page=0, status="error", error=f"{type(e).__name__}: {e}", source=name)
+            logger.warning("%s: %s", "skipped" if policy == "skip" else "failed", e)
+            if policy == "page":
+                yield PageResult.file_error(found, e)
             continue
         try:
+            if not selection:
+                logger.warning("%s has none of the pages %s (%d pages): skipped", found, pages, doc.total_pages)
             yield from doc.pages(selection)
         finally:
             doc.close()

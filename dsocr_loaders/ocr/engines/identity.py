@@ -1,35 +1,41 @@
-"""Names for the weights an engine runs, for cache keys and document ids, without torch or the network."""
+"""Names for the weights an engine runs, for cache keys and document ids, by content and without torch.
+
+A local checkpoint is named by a digest of its config.json and of each safetensors file's size and header
+(tensor names, dtypes, shapes and offsets), never by its path: the same weights elsewhere keep their ids,
+and no path leaks into a vector store's metadata. A hub id is named by the commit its config.json resolves
+to (downloaded if need be, from the cache when offline), before the first page: the first and second runs
+of a job agree, and a new upstream revision is another model.
+"""
 from __future__ import annotations
 
 import hashlib
-import logging
+import struct
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+HEADER_LIMIT = 64 << 20  # a safetensors header larger than this is not one
+
+
+def checkpoint_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    h.update((path / "config.json").read_bytes() if (path / "config.json").is_file() else b"")
+    for f in sorted(path.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            h.update(f"{f.stat().st_size};".encode() + (fh.read(n) if n <= HEADER_LIMIT else b""))
+    return h.hexdigest()[:16]
 
 
 def checkpoint_identity(model: str, revision: str | None = None) -> str:
-    """A local directory: its path plus a digest of config.json and the checkpoint files' names and sizes, so
-    weights saved again under the same path are another model. A hub id: `id@commit` of the snapshot in the
-    Hugging Face cache, so a new upstream revision is another model; `id@revision` before the first download.
-    """
+    """`sha256:<digest>` for a local directory, `<id>@<commit>` for a hub id (raises when neither the hub
+    nor the local cache has it)."""
     path = Path(model).expanduser()
     if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")):
-            h.update(f"{f.name}:{f.stat().st_size};".encode())
-            if f.name == "config.json":
-                h.update(f.read_bytes())
-        return f"{path.resolve()}#{h.hexdigest()[:12]}"
-    try:
-        from huggingface_hub import try_to_load_from_cache
+        return f"sha256:{checkpoint_digest(path)}"
+    from huggingface_hub import hf_hub_download
 
-        found = try_to_load_from_cache(model, "config.json", revision=revision)
-        if isinstance(found, str):
-            return f"{model}@{Path(found).parent.name}"  # .../snapshots/<commit>/config.json
-    except Exception as e:  # not an id the hub cache understands: the name alone then
-        logger.debug("no hub cache entry for %s: %s", model, e)
-    return f"{model}@{revision or 'main'}"
+    config = hf_hub_download(model, "config.json", revision=revision)  # from the cache when offline
+    return f"{model}@{Path(config).parent.name}"  # .../snapshots/<commit>/config.json
 
 
 def local_identity(model: str, revision: str | None = None) -> str:

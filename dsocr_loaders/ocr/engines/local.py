@@ -1,8 +1,10 @@
 """LocalEngine: the model in this process (hub id or checkpoint directory, CUDA when available, else CPU).
 
 It loads lazily, so building a loader or pickling it costs nothing; preprocessing runs in worker threads
-and pages go to the batched `dsocr_model.runtime` engine. Its `spec` (modes, prompts, guard) comes from the
-checkpoint's config.json without loading torch.
+and pages go to the batched `dsocr_model.runtime` engine. Engines for the same weights share one loaded
+model (shared.py). Its `spec` (modes, prompts, guard) comes from the checkpoint's config.json without
+loading torch; its `identity` names the weights by content (a hub id by the commit it resolves to, fetched
+before the first page). A model that cannot be fetched or loaded raises EngineUnavailableError.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Any
 
 from dsocr_model.family.registry import spec_for
 
+from ..errors import EngineUnavailableError
 from ..settings import DEFAULT_DEVICE, DEFAULT_MODEL
 from ..types import OCRRequest, OCRResponse
+from . import shared
 from .identity import local_identity
 
 logger = logging.getLogger(__name__)
@@ -46,34 +50,70 @@ class LocalEngine:
                  revision: str | None = None) -> None:
         self.model_name, self.device, self.dtype, self.revision = str(model), device, dtype, revision
         self.max_batch, self.max_seq_len, self.preprocess_workers = max_batch, max_seq_len, preprocess_workers
-        self.identity = local_identity(self.model_name, revision)
         self.spec = spec_for(self.model_name, revision)
+        self._identity: str | None = None
         self._lock = threading.Lock()
+        self._key: tuple | None = None
         self._model = self._engine = self._pool = None
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: the model is reloaded lazily in the new process
         state = self.__dict__.copy()
-        state.update(_lock=None, _model=None, _engine=None, _pool=None)
+        state.update(_lock=None, _key=None, _model=None, _engine=None, _pool=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
+    @property
+    def identity(self) -> str:
+        """The weights, by content; a hub id is resolved to its commit first (EngineUnavailableError if it
+        can be neither fetched nor found in the cache)."""
+        if self._identity is None:
+            try:
+                self._identity = local_identity(self.model_name, self.revision)
+            except Exception as e:
+                raise EngineUnavailableError(f"cannot resolve the model {self.model_name!r}: {e}") from e
+        return self._identity
+
     def load(self) -> "LocalEngine":
         with self._lock:
             if self._engine is None:
-                from dsocr_model.modeling.model import DeepseekOCR
-                from dsocr_model.runtime.engine import Engine
-
                 device = resolve_device(self.device)
-                model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype,
-                                                    revision=self.revision)
-                self.spec = model.spec
-                self._engine = Engine(model, max_batch=self.max_batch, max_seq_len=self.max_seq_len)
-                self._pool = ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="dsocr-preprocess")
-                self._model = model
+                key = (self.model_name, self.revision, device, str(self.dtype), self.max_batch, self.max_seq_len,
+                       self.preprocess_workers)
+                runtime = shared.acquire(key, lambda: self._build(device))
+                self._key, self._model, self._engine, self._pool = key, runtime.model, runtime.engine, runtime.pool
+                self.spec = runtime.model.spec
         return self
+
+    def _build(self, device: str) -> shared.Runtime:
+        from dsocr_model.modeling.model import DeepseekOCR
+        from dsocr_model.runtime.engine import Engine
+
+        t0 = time.perf_counter()
+        try:
+            model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype, revision=self.revision)
+        except (OSError, ValueError, RuntimeError) as e:  # not found, not fetchable, not matching: no page can run
+            raise EngineUnavailableError(f"cannot load the model {self.model_name!r}: {type(e).__name__}: {e}") from e
+        engine = Engine(model, max_batch=self.max_batch, max_seq_len=self.max_seq_len)
+        logger.info("loaded %s on %s in %.1f s", self.model_name, device, time.perf_counter() - t0)
+        return shared.Runtime(model, engine, ThreadPoolExecutor(self.preprocess_workers,
+                                                                thread_name_prefix="dsocr-preprocess"))
+
+    def close(self) -> None:
+        """Give back this engine's share of the loaded model (the last one frees it)."""
+        with self._lock:
+            key, self._key = self._key, None
+            self._model = self._engine = self._pool = None
+        if key is not None:
+            shared.release(key)
+
+    def __enter__(self) -> "LocalEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     @property
     def max_in_flight(self) -> int:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
 from dsocr_model.family.spec import ModelSpec
 
-from ..errors import RemoteEngineError
+from ..errors import EngineUnavailableError, RemoteEngineError
 from ..settings import DEFAULT_MODEL
 from ..types import OCRRequest, OCRResponse
 
@@ -44,11 +45,12 @@ API_KEY_ENV = ("DSOCR_API_KEY", "OPENAI_API_KEY")
 
 
 class _Retry(Exception):
-    """A failure worth another attempt (after `wait` seconds, when the server said so)."""
+    """A failure worth another attempt (after `wait` seconds, when the server said so). `unreachable`: no
+    connection at all, which after the last retry means the engine, not the page, is unusable."""
 
-    def __init__(self, message: str, wait: float | None = None) -> None:
+    def __init__(self, message: str, wait: float | None = None, unreachable: bool = False) -> None:
         super().__init__(message)
-        self.wait = wait
+        self.wait, self.unreachable = wait, unreachable
 
 
 def chat_base_url(base_url: str) -> str:
@@ -162,7 +164,8 @@ class OpenAIEngine:
                     raise
             except _Retry as e:
                 if attempt >= self.retries:
-                    raise RemoteEngineError(f"{self.base_url}: {e} (gave up after {attempt + 1} attempts)") from None
+                    error = EngineUnavailableError if e.unreachable else RemoteEngineError
+                    raise error(f"{self.base_url}: {e} (gave up after {attempt + 1} attempts)") from None
                 wait = min(self.max_backoff, e.wait if e.wait is not None else
                            self.backoff * 2 ** attempt * random.uniform(0.5, 1.0))
                 logger.info("%s: %s; retrying in %.1f s", self.base_url, e, wait)
@@ -221,11 +224,14 @@ class OpenAIEngine:
             detail = _error_message(e.read())
             if e.code in RETRY_STATUS:
                 raise _Retry(f"HTTP {e.code} {detail}", _retry_after(e.headers.get("Retry-After"))) from None
-            hint = " (check the API key: $DSOCR_API_KEY or $OPENAI_API_KEY)" if e.code in (401, 403) else ""
-            raise RemoteEngineError(f"{self.base_url}: HTTP {e.code} {detail}{hint}", status=e.code) from None
+            if e.code in (401, 403):  # every page would be refused the same way
+                raise EngineUnavailableError(f"{self.base_url}: HTTP {e.code} {detail} (check the API key: "
+                                             f"$DSOCR_API_KEY or $OPENAI_API_KEY)", status=e.code) from None
+            raise RemoteEngineError(f"{self.base_url}: HTTP {e.code} {detail}", status=e.code) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # refused, reset, timed out
             reason = getattr(e, "reason", e)
-            raise _Retry(f"{type(reason).__name__}: {reason}") from None
+            unreachable = isinstance(reason, (ConnectionRefusedError, socket.gaierror))  # nobody is listening
+            raise _Retry(f"{type(reason).__name__}: {reason}", unreachable=unreachable) from None
         try:
             reply = json.loads(raw)
             choices = reply.get("choices") if isinstance(reply, dict) else None
