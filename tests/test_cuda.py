@@ -55,6 +55,30 @@ def test_engine_with_cuda_graphs_equals_eager_engine_bf16(max_batch):
     assert [o.token_ids for o in outs] == [o.token_ids for o in eager]
 
 
+@pytest.mark.parametrize("broken", ["warmup", "replay"])
+def test_graph_warmup_or_replay_failure_falls_back_to_eager(broken, monkeypatch, caplog):
+    """A failure while warming up or replaying a graph (not only while capturing) costs no page."""
+    from dsocr_model.runtime import cuda_graphs
+    from dsocr_model.runtime.engine import Engine
+    from test_engine import _requests
+
+    model = DeepseekOCR.from_pretrained(GOLDEN, device="cuda", dtype=torch.bfloat16)
+    reqs = _requests(model)
+    eager = Engine(model, max_batch=4, max_seq_len=1024, cuda_graphs=False).generate(reqs)
+
+    def boom(*a, **k):
+        raise RuntimeError(f"injected {broken} failure")
+
+    if broken == "warmup":
+        monkeypatch.setattr(cuda_graphs.DecodeGraphs, "_forward", boom)
+    else:
+        monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", boom)
+    engine = Engine(model, max_batch=4, max_seq_len=1024)
+    outs = engine.generate(reqs)
+    assert engine.graphs is None and f"injected {broken} failure" in caplog.text
+    assert [o.token_ids for o in outs] == [o.token_ids for o in eager]
+
+
 def test_engine_on_cuda_fp32_equals_simple_path(cuda_model):
     from dsocr_model.runtime.engine import Engine
     from test_engine import _requests

@@ -77,3 +77,34 @@ def test_engine_rejects_placeholders_without_images(golden_model):
     ids = torch.tensor([0] + [golden_model.image_token_id] * 5 + [110])
     with pytest.raises(ValueError, match="5 placeholders"):
         Engine(golden_model, max_batch=1, max_seq_len=64).generate([PageRequest(ids, [], max_new_tokens=2)])
+
+
+def test_a_request_the_batched_guard_cannot_take_fails_alone(golden_model):
+    """ngram_size 1 (or larger than its window) is refused at submit; the pages in flight are untouched."""
+    engine = Engine(golden_model, max_batch=4, max_seq_len=256)
+    good = [PageRequest(golden_model.build_input_ids(t, []), [], 6) for t in ("The quick", "brown fox")]
+    futures = [engine.submit(r) for r in good]
+    for n, w in ((1, 8), (9, 8)):
+        with pytest.raises(ValueError, match="only this request fails"):
+            engine.submit(PageRequest(good[0].input_ids, [], 6, ngram_size=n, window_size=w))
+    assert [f.result().token_ids for f in futures] == [_simple(golden_model, r).token_ids for r in good]
+
+
+def test_page_views_are_freed_once_prefilled(golden_model):
+    """A decoding row keeps no reference to its request's image views (~42 MB per Gundam page in fp32)."""
+    import gc
+    import threading
+    import weakref
+
+    views = preprocess_image(Image.new("RGB", (300, 200), "white"), "tiny")
+    watch = weakref.ref(views.global_view)
+    started = threading.Event()
+    req = PageRequest(golden_model.build_input_ids("<image>\nFree OCR.", [views]), [views], 40, eos_token_id=-1)
+    engine = Engine(golden_model, max_batch=2, max_seq_len=256)
+    future = engine.submit(req, on_token=lambda t: started.set())
+    del req, views
+    assert started.wait(30)
+    gc.collect()
+    alive_while_decoding = watch() is not None
+    future.result()
+    assert not alive_while_decoding

@@ -29,9 +29,11 @@ EXAMPLES = """examples:
   dsocr convert report.pdf -o out/ --engine openai --base-url http://localhost:8000/v1   # vLLM / SGLang
   DSOCR_API_KEY=... dsocr convert report.pdf -o out/ --engine openai --base-url https://host/v1 --model NAME
 
-exit codes: 0 all done, 1 some pages failed (see the JSON) or a layout PDF could not be written,
-            2 bad arguments or unreadable inputs
+exit codes: 0 every page read; 1 some page or file failed (see the JSON and the warnings) or a layout
+            PDF could not be written; 2 bad arguments or no inputs; 3 the engine is unusable (model not
+            loadable or fetchable, server unreachable or refusing the key)
 """
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ENGINE = 0, 1, 2, 3
 
 
 def safe_name(name: str) -> str:
@@ -92,14 +94,14 @@ def convert(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..ocr.cache import ResultCache
-    from ..ocr.errors import DsocrInputError
+    from ..ocr.errors import DsocrInputError, EngineUnavailableError
     from ..ocr.pipeline import OCRPipeline
-    from ..ocr.sources import count_pages
+    from ..ocr.sources import count_pages, iter_inputs
 
     formats = {f.strip() for f in args.format.split(",") if f.strip()}
     if not formats or formats - {"md", "json"}:
         print(f"dsocr: --format takes md and/or json, got {args.format!r}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
@@ -110,10 +112,13 @@ def convert(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens)
         pipe = OCRPipeline(engine, ocr=ocr, render=S.RenderSettings(dpi=args.dpi),
                            output=S.OutputSettings(args.table_format, args.figures), on_error="page", cache=cache)
-        total = count_pages(args.inputs, args.pages, password=args.password)  # for the bar's ETA
+        if not any(True for _ in iter_inputs(args.inputs, pipe.render.glob)):
+            print(f"dsocr: no PDF or image files in {' '.join(args.inputs)}", file=sys.stderr)
+            return EXIT_USAGE
+        total = count_pages(args.inputs, args.pages, password=args.password, on_error="page")  # for the bar's ETA
     except (ValueError, FileNotFoundError) as e:  # DsocrInputError is a ValueError
         print(f"dsocr: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
     cached = lost_layouts = 0
     used: set[str] = set()
@@ -121,23 +126,28 @@ def convert(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, unit="page", disable=args.quiet, dynamic_ncols=True)
     try:
         current, pages = None, []
-        for r in pipe.run(args.inputs, pages=args.pages, password=args.password):
+        for r in pipe.run(args.inputs, pages=args.pages, password=args.password, on_error="page", several=True,
+                          password_hint="--password"):
             if r.source != current and pages:
                 lost_layouts += not _write(out, pages, formats, args, used)
                 pages = []
             current = r.source
             pages.append(r)
             counts[r.status] = counts.get(r.status, 0) + 1
-            cached += bool(r.timings.get("cache_hit"))
-            if r.status == "error":
-                logging.getLogger("dsocr").warning("%s page %s: %s", r.source, r.page_label or r.page + 1, r.error)
+            cached += bool(r.timings.get("cache_hit"))  # failures were logged once, where they happened
             bar.update(1)
         if pages:
             lost_layouts += not _write(out, pages, formats, args, used)
+    except EngineUnavailableError as e:
+        bar.close()
+        print(f"dsocr: the engine is unusable: {e}", file=sys.stderr)
+        return EXIT_ENGINE
     except (DsocrInputError, FileNotFoundError) as e:
         bar.close()
         print(f"dsocr: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    finally:
+        pipe.close()
     bar.close()
     total = sum(counts.values())
     dt = time.perf_counter() - t0
@@ -145,7 +155,7 @@ def convert(args: argparse.Namespace) -> int:
     print(f"dsocr: {total} pages in {dt:.1f} s: {counts['ok']} ok, {counts['truncated']} truncated, "
           f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}"
           + (f"; {lost_layouts} layout PDFs could not be written" if lost_layouts else ""))
-    return 1 if failed or lost_layouts else 0
+    return EXIT_FAILED if failed or lost_layouts else EXIT_OK
 
 
 def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, used: set[str]) -> bool:
@@ -162,12 +172,12 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
         for r in pages:
             save_figures(r, out / f"{stem}_images", stem)
             r.markdown = r.markdown.replace(f"]({(out / f'{stem}_images').as_posix()}/", f"]({stem}_images/")
-    if "md" in formats:
+    if "md" in formats and not all(r.is_file_error for r in pages):  # no empty .md for a file with no page
         (out / f"{stem}.md").write_text(args.pages_delimiter.join(r.markdown for r in pages), encoding="utf-8")
     if "json" in formats:
         doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages]}
         (out / f"{stem}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
-    if args.layout:
+    if args.layout and not all(r.is_file_error for r in pages):
         from .layout import write_layout_pdf
 
         try:

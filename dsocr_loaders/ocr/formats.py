@@ -67,22 +67,23 @@ def _head(data: str | bytes) -> bytes:
 
 
 def open_document(name: str, data: str | bytes, *, password: str | None = None, dpi: float = DEFAULT_DPI,
-                  password_hint: str = "password=") -> "PdfDocument | ImageDocument":
+                  password_hint: str = "password=", warn: bool = True) -> "PdfDocument | ImageDocument":
     """Sniff and open one input; typed errors for empty, corrupt, encrypted or unsupported data.
     `password_hint` names the option of the caller's surface in the error (the CLI: "--password")."""
     head = _head(data)
     if not head:
         raise EmptyInputError(f"{name} is empty (0 bytes)")
     if b"%PDF-" in head:
-        return PdfDocument(name, data, password=password, dpi=dpi, password_hint=password_hint)
+        return PdfDocument(name, data, password=password, dpi=dpi, password_hint=password_hint, warn=warn)
     try:
         return ImageDocument(name, data)
     except UnsupportedFormatError as unsupported:
         try:  # PyMuPDF reads PDFs whose header is lost (a truncated start, bytes before %PDF)
-            doc = PdfDocument(name, data, password=password, dpi=dpi, password_hint=password_hint)
+            doc = PdfDocument(name, data, password=password, dpi=dpi, password_hint=password_hint, warn=warn)
         except DsocrInputError:
             raise unsupported from None
-        logger.warning("%s has no %%PDF header; PyMuPDF opened it as a PDF", name)
+        if warn:
+            logger.warning("%s has no %%PDF header; PyMuPDF opened it as a PDF", name)
         return doc
 
 
@@ -90,7 +91,7 @@ class PdfDocument:
     kind = "pdf"
 
     def __init__(self, name: str, data: str | bytes, *, password: str | None, dpi: float,
-                 password_hint: str = "password=") -> None:
+                 password_hint: str = "password=", warn: bool = True) -> None:
         import pymupdf
 
         self.name, self.dpi = name, dpi
@@ -111,7 +112,8 @@ class PdfDocument:
             raise EmptyInputError(f"{name} has no pages")
         self.metadata = pdf_metadata(self.doc.metadata or {})
         if self.doc.is_repaired:  # PyMuPDF rebuilt a broken cross-reference table: pages may be missing
-            logger.warning("%s is damaged; PyMuPDF repaired it, check its %d pages", name, self.total_pages)
+            if warn:
+                logger.warning("%s is damaged; PyMuPDF repaired it, check its %d pages", name, self.total_pages)
             self.metadata["pdf_repaired"] = True
 
     def _authenticate_saslprep(self, password: str) -> bool:

@@ -90,13 +90,14 @@ def iter_inputs(source: Source, glob: str = DEFAULT_GLOB) -> Iterator[tuple[str,
 
 def iter_documents(source: Source, *, password: str | None = None, dpi: float = DEFAULT_DPI,
                    glob: str = DEFAULT_GLOB, name: str | None = None,
-                   password_hint: str = "password=") -> Iterator[tuple[str, Any]]:
+                   password_hint: str = "password=", warn: bool = True) -> Iterator[tuple[str, Any]]:
     """(name, opened document or the typed error it raised), one input at a time. `name` names a single
     bytes or stream source (GenericLoader's blob path) instead of "<bytes>"."""
     for found, data in iter_inputs(source, glob):
         found = name if name is not None and found in ("<bytes>", "<stream>") else found
         try:
-            yield found, open_document(found, data, password=password, dpi=dpi, password_hint=password_hint)
+            yield found, open_document(found, data, password=password, dpi=dpi, password_hint=password_hint,
+                                       warn=warn)
         except DsocrInputError as e:
             yield found, e
 
@@ -106,7 +107,7 @@ def count_pages(source: Source, pages: Pages = None, *, password: str | None = N
     """How many PageResults `OCRPipeline.run` yields for these arguments: the total of a progress bar."""
     policy = resolve_on_error(on_error, source)
     n = 0
-    for name, doc in iter_documents(source, password=password, glob=glob):
+    for name, doc in iter_documents(source, password=password, glob=glob, warn=False):  # the run warns
         if isinstance(doc, DsocrInputError):
             n += policy != "skip"
             continue

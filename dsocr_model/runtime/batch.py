@@ -49,7 +49,14 @@ class Pending:
 
 @dataclass
 class Slot:
-    job: Pending
+    """A page in its KV-cache row. It keeps only what decoding needs, not the request: the page's image
+    views (~42 MB in float32 for a Gundam page) are freed once its prefill is done."""
+
+    future: Future
+    on_token: Callable[[int], None] | None
+    t_submit: float
+    max_new_tokens: int
+    guard: tuple[int, int, tuple[int, ...]] | None  # (ngram_size, window_size, whitelist) or None
     pos: int  # position of the next token to feed
     eos: int
     timings: dict[str, float]
@@ -82,23 +89,24 @@ class BatchState:
         return [s for s, st in enumerate(self.slots) if st is not None]
 
     def start(self, row: int, job: Pending, prompt_len: int, eos: int, timings: dict[str, float]) -> None:
-        self.slots[row] = Slot(job, prompt_len, eos, timings)
+        r = job.req
+        guard = (r.ngram_size, r.window_size, tuple(sorted(r.whitelist))) if r.ngram_size else None
+        self.slots[row] = Slot(job.future, job.on_token, job.t_submit, r.max_new_tokens, guard, prompt_len, eos, timings)
         self.tail[row] = -1
         self.lengths[row] = 0
 
     def drop(self, row: int, error: BaseException) -> None:
         st, self.slots[row] = self.slots[row], None
         if st is not None:
-            fail(st.job.future, error)
+            fail(st.future, error)
 
     def choose(self, n: int) -> list[int]:
         """Greedy ids for rows 0..n after each request's n-gram guard; records them in the guard history."""
         logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
         for s, st in enumerate(self.slots[:n]):
-            if st is not None and st.job.req.ngram_size:
-                r = st.job.req
-                groups.setdefault((r.ngram_size, r.window_size, tuple(sorted(r.whitelist))), []).append(s)
+            if st is not None and st.guard is not None:
+                groups.setdefault(st.guard, []).append(s)
         for (size, window, wl), rows in groups.items():
             idx = torch.tensor(rows, device=logits.device)
             pen = ngram_penalty(tail[idx, tail.shape[1] - window:], lengths[idx], size,
@@ -115,18 +123,19 @@ class BatchState:
         st.out.append(tok)
         now = time.perf_counter()
         if len(st.out) == 1:
-            st.timings["ttft_s"] = now - st.job.t_submit
+            st.timings["ttft_s"] = now - st.t_submit
         try:
-            if st.job.on_token is not None:
-                st.job.on_token(tok)
+            if st.on_token is not None:
+                st.on_token(tok)
         except Exception as e:  # a broken consumer ends its own request only
             self.drop(row, e)
             return
-        done = "eos" if tok == st.eos else "length" if len(st.out) >= st.job.req.max_new_tokens else None
+        done = "eos" if tok == st.eos else "length" if len(st.out) >= st.max_new_tokens else None
         if done:
-            st.timings["total_s"] = now - st.job.t_submit
+            st.timings["total_s"] = now - st.t_submit
             self.slots[row] = None
-            st.job.future.set_result(PageOutput(st.out, done, st.timings))
+            if not st.future.done():  # a cancelled request's row is simply freed
+                st.future.set_result(PageOutput(st.out, done, st.timings))
 
     def next_inputs(self, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
         """(rows n, tokens [n, 1], positions [n, 1], kv_len) of the next decode step; None when idle."""

@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 
 class GraphCaptureError(RuntimeError):
-    """Capturing the decode step failed (an op that cannot be captured); eager decoding still works."""
+    """Warming up, capturing or replaying the decode step as a graph failed; eager decoding still works
+    (the engine then re-runs the step eagerly: it rewrites the same K/V, so a half-run replay is harmless)."""
 
 
 class DecodeGraphs:
@@ -50,24 +51,28 @@ class DecodeGraphs:
         graph = self.graphs.get((n, kv_len))
         if graph is None:
             graph = self._capture(n, kv_len)
-        graph.replay()
+        try:
+            graph.replay()
+        except Exception as e:
+            raise GraphCaptureError(f"replaying the decode graph (rows {n}, kv_len {kv_len}) failed: {e}") from e
         return self.logits[:n]
 
     def _capture(self, n: int, kv_len: int) -> torch.cuda.CUDAGraph:
         # Warm up on a side stream first (cuDNN plans, lazy inits), as torch.cuda.graphs recommends. The
         # warm-up writes the same K/V the replay writes, so running it is harmless.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward(n, kv_len)
-        torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._forward(n, kv_len)
+            torch.cuda.current_stream().wait_stream(side)
             with torch.cuda.graph(graph, pool=self.pool):
                 self._forward(n, kv_len)
         except Exception as e:
-            raise GraphCaptureError(f"capturing the decode step (rows {n}, kv_len {kv_len}) failed: {e}") from e
+            raise GraphCaptureError(f"warming up or capturing the decode step (rows {n}, kv_len {kv_len}) "
+                                    f"failed: {e}") from e
         self.graphs[(n, kv_len)] = graph
         logger.debug("captured decode graph rows=%d kv_len=%d", n, kv_len)
         return graph

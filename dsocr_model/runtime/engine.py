@@ -35,7 +35,7 @@ from ..modeling.decoder import KVCache
 from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step, prefill
-from .memory import plan_max_batch
+from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
 
 logger = logging.getLogger(__name__)
 _DONE = object()
@@ -50,14 +50,15 @@ class Engine:
     Args:
         max_batch: pages in flight (KV cache rows). None: from the memory budget below.
         max_seq_len: prompt + new tokens per page (KV cache length). None: the model's 8192.
-        memory_fraction: share of free GPU memory the KV cache may take when max_batch is None.
+        memory_fraction: share of free GPU memory the KV cache may take when max_batch is None (default 0.5:
+            room is left for another model, e.g. a RAG app's embedder; benchmarks set max_batch).
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
         max_prefill_pages: pages admitted per step (their prefill interleaves with decoding).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
     """
 
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
-                 memory_fraction: float = 0.9, max_batch_tokens: int | None = None,
+                 memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
                  max_prefill_pages: int = 16, cuda_graphs: bool | None = None) -> None:
         self.model = model
         self.max_seq_len = max_seq_len or model.config.decoder.max_position_embeddings
@@ -128,8 +129,9 @@ class Engine:
     def _validate(self, r: PageRequest) -> None:
         if r.ngram_size and not r.window_size:
             raise ValueError("the engine's n-gram guard needs a window_size (official: 90 or 50)")
-        if r.ngram_size and r.window_size > MAX_WINDOW:
-            raise ValueError(f"window_size {r.window_size} exceeds the engine's {MAX_WINDOW}")
+        if r.ngram_size and not 2 <= r.ngram_size <= r.window_size <= MAX_WINDOW:  # what the batched guard can do
+            raise ValueError(f"the batched n-gram guard needs 2 <= ngram_size <= window_size <= {MAX_WINDOW}; got "
+                             f"ngram_size {r.ngram_size}, window_size {r.window_size} (only this request fails)")
         need = len(r.input_ids) + r.max_new_tokens
         if need > self.max_seq_len:
             raise ValueError(f"prompt + max_new_tokens = {need} exceeds max_seq_len {self.max_seq_len}")
@@ -156,6 +158,7 @@ class Engine:
                     admitted = self._admit(state)
                 if admitted:
                     self._prefill_isolated(admitted, state)
+                    admitted = None  # rows keep what decoding needs: the requests (and their views) can go
                 try:
                     self._decode(state)
                 except Exception as e:

@@ -10,6 +10,7 @@ import torch
 ACTIVATION_RESERVE = 3 * 2**30  # bytes kept free for vision and prefill activations
 CPU_MAX_BATCH = 4  # one constant for every CPU surface: 4 rows of 8,192 tokens of the full model are ~4 GiB in fp32
 MAX_BATCH_CAP = 256
+DEFAULT_MEMORY_FRACTION = 0.5  # of the free GPU memory: leaves room for another model beside the engine
 
 
 def kv_bytes_per_token(model) -> int:
@@ -17,7 +18,7 @@ def kv_bytes_per_token(model) -> int:
     return 2 * d.num_hidden_layers * d.num_key_value_heads * d.head_dim * model.dtype.itemsize  # K and V
 
 
-def plan_max_batch(model, max_seq_len: int, memory_fraction: float = 0.9,
+def plan_max_batch(model, max_seq_len: int, memory_fraction: float = DEFAULT_MEMORY_FRACTION,
                    max_batch_tokens: int | None = None) -> int:
     """Pages in flight: from a KV token budget if given, else from the free GPU memory (8 on CPU)."""
     if max_batch_tokens is not None:
