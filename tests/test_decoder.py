@@ -91,6 +91,9 @@ def test_end_to_end_runs_on_cpu_in_fp32_and_bf16(dtype):
     ids = torch.tensor([0] + [1000] * n + [110, 170, 214])
     logits = model.forward_logits(ids, views)
     assert logits.dtype == torch.float32 and logits.shape == (len(ids), 1024) and torch.isfinite(logits).all()
+    ref = DeepseekOCR.from_config(tiny_config_dict(), device="cpu", dtype=torch.float32, seed=0).forward_logits(ids, views)
+    cos = torch.nn.functional.cosine_similarity(logits, ref, dim=-1)  # bf16 must compute the same thing, roughly
+    assert cos.min() > (0.99 if dtype == torch.bfloat16 else 0.99999), cos.min()
     gen = generate(model, ids, views, max_new_tokens=5)
     assert len(gen.token_ids) <= 5 and gen.finish_reason in ("eos", "length")
 

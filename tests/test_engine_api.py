@@ -79,15 +79,16 @@ def test_a_failing_consumer_or_page_fails_alone(golden_model, expected):
 
 
 def test_cancelled_requests_are_skipped(golden_model, expected):
+    """Requests cancelled while queued never reach a KV row: no token of theirs is ever decoded."""
     engine = Engine(golden_model, max_batch=1, max_seq_len=128)
     first = engine.submit(_text_request(golden_model, TEXTS[3], 8))
-    waiting = [engine.submit(_text_request(golden_model, t, 5)) for t in TEXTS[:3]]
-    cancelled = [f.cancel() for f in waiting]
+    decoded: list[int] = []
+    waiting = [engine.submit(_text_request(golden_model, t, 5), on_token=decoded.append) for t in TEXTS[:3]]
+    assert all(f.cancel() for f in waiting)  # still queued behind `first` (one row): cancellable
     assert first.result(timeout=120).token_ids == expected[TEXTS[3]]
-    for f, c in zip(waiting, cancelled):
-        assert f.cancelled() == c
-        if not c:
-            assert f.result(timeout=120).token_ids
+    late = engine.submit(_text_request(golden_model, TEXTS[0], 5))
+    assert late.result(timeout=120).token_ids == expected[TEXTS[0]]  # the engine went on past them
+    assert decoded == [] and all(f.cancelled() for f in waiting)
 
 
 def test_memory_budget_sizes_the_batch(golden_model):
@@ -98,6 +99,13 @@ def test_memory_budget_sizes_the_batch(golden_model):
     assert plan_max_batch(golden_model, 256, max_batch_tokens=10) == 1
     assert Engine(golden_model, max_seq_len=256, max_batch_tokens=768).max_batch == 3
     assert Engine(golden_model, max_seq_len=64).max_batch == CPU_MAX_BATCH  # CPU default: one constant
+    # From free memory: half of it, less the activation reserve, in rows of max_seq_len tokens
+    free = 8 * 2**30
+    row = per_token * 8192
+    assert plan_max_batch(golden_model, 8192, free_bytes=free) == min(256, int((free * 0.5 - 3 * 2**30) // row))
+    assert plan_max_batch(golden_model, 8192, 0.9, free_bytes=free) > plan_max_batch(golden_model, 8192, free_bytes=free)
+    with pytest.raises(MemoryError, match="no room"):
+        plan_max_batch(golden_model, 8192, free_bytes=3 * 2**30)
 
 
 def test_close_finishes_work_and_refuses_more(golden_model, expected):

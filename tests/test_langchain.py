@@ -105,6 +105,17 @@ def test_index_dedupes_by_id():
     assert first["num_added"] == 5 and second["num_added"] == 0 and second["num_skipped"] == 5
 
 
+def test_vector_store_upserts_by_our_ids():
+    """index() hashes content itself; a plain vector store upserts by Document.id, so this depends on ours:
+    the same file loaded twice replaces its pages, a setting that changes the content adds new ones."""
+    store = InMemoryVectorStore(DeterministicFakeEmbedding(size=16))
+    for _ in range(2):
+        store.add_documents(DeepSeekOCRLoader(PDF, engine=FakeEngine()).load())
+    assert len(store.store) == 5
+    store.add_documents(DeepSeekOCRLoader(PDF, engine=FakeEngine(), dpi=100).load())  # other pixels, other ids
+    assert len(store.store) == 10
+
+
 def test_figures_saved_and_linked(tmp_path):
     text = "<|ref|>image<|/ref|><|det|>[[100, 100, 600, 500]]<|/det|>\n\n<|ref|>text<|/ref|><|det|>[[0, 0, 9, 9]]<|/det|>\nx"
     (doc,) = DeepSeekOCRLoader(PDF, engine=FakeEngine(lambda r, n: OCRResponse(text, "eos", 9)), pages=[2],

@@ -13,6 +13,7 @@ from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
 from llama_index.core.node_parser import SentenceSplitter
 from llama_index.core.schema import ImageDocument, MetadataMode
 from llama_index.core.storage.docstore import SimpleDocumentStore
+from llama_index.core.vector_stores import SimpleVectorStore
 
 from conftest import FIXTURES, GOLDEN
 from dsocr_loaders import OCRResponse
@@ -44,14 +45,21 @@ def test_simple_directory_reader_and_ingestion_dedupe(tmp_path):
     docs = sdr.load_data()
     assert [d.metadata["file_name"] for d in docs] == ["a.pdf", "b.jpg"]
     assert docs[0].metadata["file_size"] > 0  # SimpleDirectoryReader's own metadata merged in
-    store = SimpleDocumentStore()
+    store, vectors = SimpleDocumentStore(), SimpleVectorStore()
     pipeline = IngestionPipeline(transformations=[SentenceSplitter(chunk_size=128, chunk_overlap=0),
                                                   MockEmbedding(embed_dim=8)],
-                                 docstore=store, docstore_strategy=DocstoreStrategy.UPSERTS)
+                                 docstore=store, vector_store=vectors, docstore_strategy=DocstoreStrategy.UPSERTS)
     nodes = pipeline.run(documents=docs)
     assert len(nodes) > 2 and all(n.embedding is not None for n in nodes)
+    held = len(vectors.data.embedding_dict)
     again = pipeline.run(documents=SimpleDirectoryReader(tmp_path, file_extractor={".pdf": reader, ".jpg": reader}).load_data())
-    assert again == []  # same ids, same content: nothing re-embedded
+    assert again == [] and len(vectors.data.embedding_dict) == held  # same ids, same content: nothing re-embedded
+    changed = DeepSeekOCRReader(engine=FakeEngine(lambda r, n: OCRResponse(f"edited {n}", "eos", 3)), pages=[0])
+    redone = pipeline.run(documents=SimpleDirectoryReader(tmp_path, file_extractor={".pdf": changed, ".jpg": changed}).load_data())
+    assert len(redone) == 2  # new content under the same ids: re-embedded, and replacing the old nodes
+    assert sorted(store.get_all_document_hashes().values()) == sorted(d.id_ for d in docs)
+    assert {n.ref_doc_id for n in redone} == {d.id_ for d in docs}
+    assert len(vectors.data.embedding_dict) == len(redone)
 
 
 def test_async_elements_and_figures():

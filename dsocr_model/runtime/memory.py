@@ -19,15 +19,16 @@ def kv_bytes_per_token(model) -> int:
 
 
 def plan_max_batch(model, max_seq_len: int, memory_fraction: float = DEFAULT_MEMORY_FRACTION,
-                   max_batch_tokens: int | None = None) -> int:
-    """Pages in flight: from a KV token budget if given, else from the free GPU memory (8 on CPU)."""
+                   max_batch_tokens: int | None = None, free_bytes: int | None = None) -> int:
+    """Pages in flight: from a KV token budget if given, else from the free GPU memory (`free_bytes`, default
+    as the device reports it); CPU_MAX_BATCH on CPU."""
     if max_batch_tokens is not None:
         return max(1, min(MAX_BATCH_CAP, max_batch_tokens // max_seq_len))
-    if model.device.type != "cuda":
+    if model.device.type != "cuda" and free_bytes is None:
         return CPU_MAX_BATCH
     if not 0 < memory_fraction <= 1:
         raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
-    free, _ = torch.cuda.mem_get_info(model.device)
+    free = free_bytes if free_bytes is not None else torch.cuda.mem_get_info(model.device)[0]
     budget = free * memory_fraction - ACTIVATION_RESERVE
     per_slot = kv_bytes_per_token(model) * max_seq_len
     n = int(budget // per_slot)
