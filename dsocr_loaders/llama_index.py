@@ -85,6 +85,18 @@ class DeepSeekOCRReader(BasePydanticReader):
         LoaderOptions.validate(self)  # type: ignore[arg-type]  # the same fields, by name
         return self.pipeline or LoaderOptions.build_pipeline(self, extract_figures=self.extract_figures or None)
 
+    def close(self) -> None:
+        """Close the pipeline (and engine) this reader built; an injected pipeline belongs to its caller."""
+        if self._pipeline is not None and self.pipeline is None:
+            self._pipeline.close()
+        self._pipeline = None
+
+    def __enter__(self) -> "DeepSeekOCRReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     @property
     def ocr_pipeline(self) -> OCRPipeline:
         if self._pipeline is None:  # dropped by pickling: rebuilt lazily in the new process

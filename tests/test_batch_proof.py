@@ -15,7 +15,7 @@ import pymupdf
 import pytest
 
 from conftest import FIXTURES, GOLDEN
-from dsocr_loaders import EngineSettings, EngineUnavailableError, OCRPipeline, PasswordError
+from dsocr_loaders import EngineSettings, EngineUnavailableError, OCRPipeline, OCRSettings, PasswordError
 from test_pipeline import FakeEngine
 
 PDF = FIXTURES / "pdf" / "multi_page.pdf"
@@ -201,3 +201,22 @@ for r in OCRPipeline(SlowFirstPage(), cache={str(db)!r}, max_in_flight=5).run({s
     out, _ = child.communicate()
     assert "yielded" not in out  # killed while page 1 was still running
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4
+
+
+def test_blob_errors_name_the_file_and_engines_close(folder):
+    from langchain_core.document_loaders import Blob
+
+    from dsocr_loaders import LocalEngine
+    from dsocr_loaders.langchain import DeepSeekOCRParser
+    from dsocr_loaders.ocr.engines import shared
+
+    with pytest.raises(PasswordError, match="b_locked.pdf"):  # GenericLoader hands bytes: still the file's name
+        list(DeepSeekOCRParser(engine=FakeEngine()).lazy_parse(Blob.from_path(folder / "b_locked.pdf")))
+    (doc,) = DeepSeekOCRParser(engine=FakeEngine(), on_error="page").lazy_parse(Blob.from_path(folder / "c_empty.pdf"))
+    assert doc.metadata["source"].endswith("c_empty.pdf") and doc.metadata["ocr_error_type"] == "EmptyInputError"
+    before = shared.loaded()
+    tiny = OCRSettings(mode="tiny", max_new_tokens=3)
+    with LocalEngine(str(GOLDEN), device="cpu") as engine, OCRPipeline(engine, ocr=tiny) as pipe:
+        assert list(pipe.run(folder / "f_scan.png"))[0].text_tokens
+        assert shared.loaded() == before + 1
+    assert shared.loaded() == before  # the last user gave the model back

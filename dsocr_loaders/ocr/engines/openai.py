@@ -148,6 +148,12 @@ class OpenAIEngine:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def __enter__(self) -> "OpenAIEngine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     # ---- one page --------------------------------------------------------------------------------
     def _run(self, request: OCRRequest) -> OCRResponse:
         t0 = time.perf_counter()
