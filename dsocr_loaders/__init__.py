@@ -25,6 +25,10 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from dsocr_model._version import package_version
+
+        return package_version()
     if name not in _EXPORTS:
         raise AttributeError(f"module 'dsocr_loaders' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

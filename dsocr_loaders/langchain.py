@@ -25,8 +25,11 @@ from functools import cache, cached_property
 from itertools import groupby
 from pathlib import Path
 
-from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
-from langchain_core.documents import Document
+try:
+    from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
+    from langchain_core.documents import Document
+except ImportError as e:  # say which extra brings it, not only which module is missing
+    raise ImportError(f"dsocr_loaders.langchain needs langchain-core ({e}): pip install 'dsocr[langchain]'") from e
 
 from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures,
                       single_status, stable_id)
@@ -42,7 +45,7 @@ class _Documents:
         """Documents of one load, file by file (results of one file are consecutive); `digest(source)`
         hashes a file's content for its ids."""
         for source, group in groupby(results, key=lambda r: r.source):
-            yield from self._file(with_progress(group, source, self.progress, sized=self.pages is None), source,
+            yield from self._file(with_progress(group, source, self.show_progress, sized=self.pages is None), source,
                                   digest(source))
 
     def _file(self, results: Iterable[PageResult], source: str, digest: str) -> Iterator[Document]:

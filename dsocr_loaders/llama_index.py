@@ -19,8 +19,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llama_index.core.readers.base import BasePydanticReader
-from llama_index.core.schema import Document, ImageDocument
+try:
+    from llama_index.core.readers.base import BasePydanticReader
+    from llama_index.core.schema import Document, ImageDocument
+except ImportError as e:  # say which extra brings it, not only which module is missing
+    raise ImportError(f"dsocr_loaders.llama_index needs llama-index-core ({e}): pip install 'dsocr[llamaindex]'") from e
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
@@ -29,8 +32,8 @@ from .ocr.options import LoaderOptions
 from .ocr.pipeline import OCRPipeline
 from .ocr.progress import with_progress
 from .ocr.results import PageResult
-from .ocr.settings import (DEFAULT_DEVICE, DEFAULT_DPI, DEFAULT_MODEL, DEFAULT_ON_ERROR, DEFAULT_SPLIT,
-                           DEFAULT_TABLE_FORMAT, PAGES_DELIMITER)
+from .ocr.settings import (DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_SPLIT, DEFAULT_TABLE_FORMAT, PAGES_DELIMITER,
+                           default_device, default_model)
 from .ocr.sources import iter_inputs
 from .ocr.types import DEFAULT_MAX_NEW_TOKENS
 
@@ -44,8 +47,9 @@ class DeepSeekOCRReader(BasePydanticReader):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)  # a misspelt option fails here
     is_remote: bool = False
     pipeline: Any = Field(default=None, exclude=True, description="an OCRPipeline to use as it is")
-    model: str = Field(default=DEFAULT_MODEL, description="hub id or checkpoint directory (openai: served name)")
-    device: str = Field(default=DEFAULT_DEVICE, description='"auto" | "cuda" | "cpu"')
+    model: str = Field(default_factory=default_model, description="hub id or checkpoint directory (openai: served "
+                       "name); default $DSOCR_MODEL, else deepseek-ai/DeepSeek-OCR")
+    device: str = Field(default_factory=default_device, description='"auto" | "cuda" | "cpu"; default $DSOCR_DEVICE')
     engine: Any = Field(default=None, exclude=True, description='"local", "openai" or an engine object')
     base_url: str | None = Field(default=None, description='OpenAI-compatible server for engine="openai"')
     api_key: str | None = Field(default=None, exclude=True, repr=False,
@@ -68,7 +72,7 @@ class DeepSeekOCRReader(BasePydanticReader):
     include_boxes: bool = Field(default=True, description="the page's boxes as ocr_elements")
     nested_metadata: bool = Field(default=False, description="boxes as lists, not JSON strings")
     figures_dir: str | None = Field(default=None, description="save figure crops there and link them")
-    progress: bool = Field(default=False, description="a tqdm bar per file")
+    show_progress: bool = Field(default=False, description="a tqdm bar per file")
     cache: Any = Field(default=None, description="None/False, True (user cache dir), a sqlite path or a ResultCache")
     on_error: str = Field(default=DEFAULT_ON_ERROR, description='"raise" | "page"')
     extract_figures: bool = Field(default=False, description="also yield an ImageDocument per figure crop")
@@ -137,7 +141,7 @@ class DeepSeekOCRReader(BasePydanticReader):
         digest = content_hash(data)
         ids = content_key(self.ocr_pipeline, f"figures={self.figures_dir}/{self.extract_figures}",
                           f"delimiter={self.pages_delimiter!r}")
-        results = with_progress(results, name, self.progress)
+        results = with_progress(results, name, self.show_progress)
         file_meta = {"file_path": name, "file_name": Path(name).name}
         if self.split == "single":
             pages = list(results)

@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     loader = DeepSeekOCRLoader(args.file, model=args.model, device=args.device, mode=args.mode, pages=args.pages,
-                               max_new_tokens=args.max_new_tokens, split="elements", progress=True)
+                               max_new_tokens=args.max_new_tokens, split="elements", show_progress=True)
     docs = [d for d in loader.lazy_load() if d.page_content.strip()]
     print(f"{len(docs)} blocks from {args.file}")
     if args.embeddings == "hf":

@@ -98,8 +98,9 @@ def test_adapters_expose_the_same_explicit_options_with_one_set_of_defaults():
     reader = DeepSeekOCRReader.model_fields
     assert set(reader) - set(names) == {"is_remote", "extract_figures"}
     for f in dataclasses.fields(LoaderOptions):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        assert reader[f.name].default == default, f.name
+        factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        default = f.default if f.default is not dataclasses.MISSING else factory() if factory else None
+        assert reader[f.name].get_default(call_default_factory=True) == default, f.name
     assert LoaderOptions.pages_delimiter == settings.PAGES_DELIMITER
     convert = build_parser()._subparsers._group_actions[0].choices["convert"]
     assert convert.get_default("pages_delimiter") == settings.PAGES_DELIMITER

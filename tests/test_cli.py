@@ -82,3 +82,27 @@ def test_hostile_input_names_write_only_inside_the_output_folder(tmp_path):
     written = set(tmp_path.rglob("*")) - before
     assert all(p.resolve().is_relative_to(out.resolve()) for p in written if p.is_file())
     assert len([p for p in written if p.suffix == ".md"]) == len(names)  # none overwrote another
+
+
+def test_figures_named_per_document_linked_relative_and_no_empty_folders(tmp_path):
+    """--figures: crops named per document, links and JSON image_name relative to the .md, no folder for a
+    document without figures, and no link to a file that was not written."""
+    from PIL import Image
+
+    from dsocr_loaders import OCRPipeline, OCRResponse, OCRSettings
+    from dsocr_loaders.ocr.ids import save_figures
+    from test_pipeline import FakeEngine
+
+    fig = "<|ref|>image<|/ref|><|det|>[[100, 100, 600, 500]]<|/det|>\n\n<|ref|>text<|/ref|><|det|>[[0, 0, 9, 9]]<|/det|>\nx"
+    img = tmp_path / "scan.png"
+    Image.new("RGB", (400, 300), "white").save(img)
+    (r,) = OCRPipeline(FakeEngine(lambda q, n: OCRResponse(fig, "eos", 9)), ocr=OCRSettings(mode="tiny")).run(img)
+    save_figures(r, tmp_path / "out" / "scan_images", "scan", link_base="scan_images")
+    assert (tmp_path / "out" / "scan_images" / "scan_0_0.jpg").exists()
+    assert r.figures[0].image_name == "scan_images/scan_0_0.jpg" and "![image](scan_images/scan_0_0.jpg)" in r.markdown
+    (text_only,) = OCRPipeline(FakeEngine(lambda q, n: OCRResponse("just text", "eos", 3))).run(img)
+    save_figures(text_only, tmp_path / "out" / "plain_images", "plain")
+    assert not (tmp_path / "out" / "plain_images").exists()  # nothing to save: no folder
+    out = tmp_path / "cli"
+    assert main(["convert", str(PDF / "c02-22.pdf"), "-o", str(out), "--figures", "--no-cache", *TINY]) == 0
+    assert not (out / "c02-22_images").exists()  # the tiny model's noise has no figure: no empty folder

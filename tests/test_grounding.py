@@ -75,8 +75,9 @@ def test_title_page_headings_latex_and_figure():
     assert r"\(\rightarrow\)" in page.markdown  # LaTeX kept as written
     assert "<center>" not in page.markdown and "Figure 1: Four examples" in page.markdown
     (fig,) = page.figures
-    assert fig.bbox_norm == (530, 310, 905, 666) and fig.image_name == "images/0_0.jpg"
-    assert "![](images/0_0.jpg)" in page.markdown and fig.image is None  # no page image given
+    assert fig.bbox_norm == (530, 310, 905, 666) and fig.figure_id == "0_0" and fig.image_name is None
+    assert "[image 0_0]" in page.markdown and "](" not in page.markdown  # no crop saved: a placeholder, no link
+    assert fig.image is None  # no page image given
     authors = [e for e in page.elements if e.label == "text"][:5]
     assert len({e.bbox[1] for e in authors[:3]}) == 1  # side-by-side boxes share a row
 
@@ -89,7 +90,7 @@ def test_figure_crops_from_the_page_image():
     assert fig.image.size == (int(500 / 999 * 1275) - int(100 / 999 * 1275), int(600 / 999 * 1650) - int(200 / 999 * 1650))
     assert fig.bbox == (round(100 / 999 * 1275, 2), round(200 / 999 * 1650, 2), round(500 / 999 * 1275, 2),
                         round(600 / 999 * 1650, 2))
-    assert page.markdown == "![](images/3_0.jpg)\n\nhi"
+    assert page.markdown == "[image 3_0]\n\nhi"
 
 
 def test_tag_stripped_output_parses_like_tagged():

@@ -121,7 +121,7 @@ def test_figures_saved_and_linked(tmp_path):
     (doc,) = DeepSeekOCRLoader(PDF, engine=FakeEngine(lambda r, n: OCRResponse(text, "eos", 9)), pages=[2],
                                figures_dir=tmp_path / "figs").load()
     saved = tmp_path / "figs" / "multi_page_2_0.jpg"
-    assert saved.exists() and f"![]({saved.as_posix()})" in doc.page_content
+    assert saved.exists() and f"![image]({saved.as_posix()})" in doc.page_content
 
 
 def test_loader_end_to_end_with_the_tiny_model():

@@ -50,20 +50,24 @@ def _version() -> str:
         return "unknown"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help, the examples kept as written."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dsocr", description="DeepSeek-OCR for documents: PDFs and images to markdown.")
     ap.add_argument("--version", action="version", version=f"dsocr {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("convert", help="convert PDFs/images (files or folders) to markdown and JSON",
                        description="Convert PDFs and images to markdown/JSON with DeepSeek-OCR.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+                       formatter_class=_HelpFormatter, epilog=EXAMPLES)
     c.add_argument("inputs", nargs="+", help="PDF or image files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     c.add_argument("--task", default=None, help="official prompt by name (default: the model's, markdown for v1): "
                    "markdown, ocr, free_ocr, figure, describe, locate")
     c.add_argument("--locate-text", default=None, help="text to find with --task locate")
-    c.add_argument("--mode", default=None, help=f"resolution mode of the model (default: its own, gundam for v1); "
-                   f"registered: {', '.join(known_modes())}")
+    c.add_argument("--mode", default=S.default_mode(), help=f"resolution mode of the model (None: its own, gundam "
+                   f"for v1; $DSOCR_MODE); registered: {', '.join(known_modes())}")
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
     c.add_argument("--dpi", type=float, default=S.DEFAULT_DPI, help="PDF rendering resolution (official: 144)")
     c.add_argument("--password", default=None, help="password of encrypted PDFs")
@@ -74,19 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "API key from $DSOCR_API_KEY or $OPENAI_API_KEY")
     c.add_argument("--concurrency", type=int, default=8, help="requests in flight with --engine openai")
     c.add_argument("--timeout", type=float, default=600, help="seconds per request with --engine openai")
-    c.add_argument("--model", default=S.DEFAULT_MODEL,
-                   help="hub id or local checkpoint folder (local), or the served model name (openai)")
-    c.add_argument("--device", default=S.DEFAULT_DEVICE, help="auto | cuda | cuda:N | cpu (local engine)")
-    c.add_argument("--max-new-tokens", type=int, default=S.DEFAULT_MAX_NEW_TOKENS)
+    c.add_argument("--model", default=S.default_model(),
+                   help="hub id or local checkpoint folder (local), or the served model name (openai); $DSOCR_MODEL")
+    c.add_argument("--device", default=S.default_device(), help="auto | cuda | cuda:N | cpu (local engine); "
+                   "$DSOCR_DEVICE")
+    c.add_argument("--max-new-tokens", type=int, default=S.DEFAULT_MAX_NEW_TOKENS,
+                   help="token limit per page (capped to the model's context minus the prompt)")
     c.add_argument("--format", default="md,json", help="comma-separated: md, json")
     c.add_argument("--figures", action="store_true", help="save figure crops next to the markdown")
     c.add_argument("--layout", action="store_true", help="write NAME_layouts.pdf: pages with boxes drawn and labelled")
-    c.add_argument("--table-format", default=S.DEFAULT_TABLE_FORMAT, choices=S.TABLE_FORMATS)
+    c.add_argument("--table-format", default=S.DEFAULT_TABLE_FORMAT, choices=S.TABLE_FORMATS,
+                   help="tables as the model writes them (html) or as pipe tables")
     c.add_argument("--pages-delimiter", default=S.PAGES_DELIMITER,
-                   help='joins pages in NAME.md (the official .mmd uses "\\n<--- Page Split --->\\n")')
-    c.add_argument("--cache-dir", default=None, help="result cache folder (default: ~/.cache/dsocr)")
+                   help='joins pages in NAME.md (default: %(default)r, a form feed as LangChain\'s PDF loaders; '
+                        'the official .mmd uses "\\n<--- Page Split --->\\n")')
+    c.add_argument("--cache-dir", default=None, help="result cache folder; None: $DSOCR_CACHE_DIR, else ~/.cache/dsocr")
     c.add_argument("--no-cache", action="store_true", help="OCR every page again")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.add_argument("-v", "--verbose", action="count", default=0, help="more log lines: -v info, -vv debug")
+    c.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="log level (overrides -v); default WARNING, with the model loading line shown")
     return ap
 
 
@@ -169,9 +180,8 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
     if args.figures:
         from ..ocr.ids import save_figures
 
-        for r in pages:
-            save_figures(r, out / f"{stem}_images", stem)
-            r.markdown = r.markdown.replace(f"]({(out / f'{stem}_images').as_posix()}/", f"]({stem}_images/")
+        for r in pages:  # links and JSON image_name relative to the markdown: NAME_images/NAME_{page}_{k}.jpg
+            save_figures(r, out / f"{stem}_images", stem, link_base=f"{stem}_images")
     if "md" in formats and not all(r.is_file_error for r in pages):  # no empty .md for a file with no page
         (out / f"{stem}.md").write_text(args.pages_delimiter.join(r.markdown for r in pages), encoding="utf-8")
     if "json" in formats:
@@ -190,5 +200,8 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = args.log_level or ("DEBUG" if args.verbose > 1 else "INFO" if args.verbose else "WARNING")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    if level == "WARNING":  # loading a model takes minutes: say what is loaded from where, and how long it took
+        logging.getLogger("dsocr_loaders.ocr.engines").setLevel(logging.INFO)
     return convert(args)

@@ -94,9 +94,12 @@ def _attach_tables(elements: list[Element]) -> None:
                 nxt.text = (nxt.text[: m.start()] + nxt.text[m.end():]).strip()
 
 
+def figure_placeholder(figure_id: str) -> str:
+    return f"[image {figure_id}]"
+
+
 def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, page: int = 0,
-               image: Any = None, finish_reason: str | None = None, table_format: str = "html",
-               figure_dir: str = "images") -> PageResult:
+               image: Any = None, finish_reason: str | None = None, table_format: str = "html") -> PageResult:
     """Post-process the raw output of one page of size width x height (in `unit`).
 
     Args:
@@ -104,7 +107,9 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
         image: the page image the model saw (PIL); when given, `image` blocks are cropped from it.
         finish_reason: "eos" | "length" when known; "length" marks the page truncated.
         table_format: "html" (as the model writes) or "markdown" (pipe tables, spans repeated).
-        figure_dir: folder used in figure links: `![](images/{page}_{k}.jpg)`.
+
+    A figure (`image` block) is written as a labelled placeholder, `[image {page}_{k}]`: it becomes a link
+    (`![image](...)`) only where its crop is saved to a file (`ids.save_figures`), so no link points nowhere.
     """
     if finish_reason is None and EOS_TEXT in raw_text:
         finish_reason = "eos"
@@ -129,9 +134,9 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
             el.boxes = [_to_units(b, width, height) for b in norm]
             el.bbox_norm, el.bbox = _union(norm), _union(el.boxes)
         if label == "image" and norm:
-            el.image_name = f"{figure_dir}/{page}_{figures}.jpg"
+            el.figure_id = f"{page}_{figures}"
             el.image = _crop(image, el.bbox_norm)
-            pieces.append(f"![]({el.image_name})")
+            pieces.append(figure_placeholder(el.figure_id))
             figures += 1
         pieces.append(content)
         elements.append(el)

@@ -85,15 +85,20 @@ def single_status(results: Iterable[PageResult]) -> dict[str, Any]:
     return {"ocr_status": "partial" if bad else "ok", "ocr_pages_not_ok": json.dumps(bad)}
 
 
-def save_figures(r: PageResult, folder: str | os.PathLike, stem: str) -> None:
-    """Write figure crops as JPEG under `folder` and point the markdown links at the files."""
+def save_figures(r: PageResult, folder: str | os.PathLike, stem: str, link_base: str | None = None) -> None:
+    """Write figure crops as JPEG under `folder`, named per document (`{stem}_{page}_{k}.jpg`, so documents do
+    not collide in one folder or index), and turn each saved figure's placeholder into a link: `link_base/name`
+    (relative, e.g. beside the markdown file) or the file's path. The folder is made only when there is a crop."""
+    from .grounding import figure_placeholder
+
+    crops = [e for e in r.figures if e.image is not None and e.figure_id]
+    if not crops:
+        return
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     safe_stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "doc"
-    for e in r.figures:
-        if e.image is None or not e.image_name:
-            continue
-        path = out / f"{safe_stem}_{Path(e.image_name).name}"
+    for e in crops:
+        path = out / f"{safe_stem}_{e.figure_id}.jpg"
         e.image.convert("RGB").save(path, "JPEG", quality=95)
-        r.markdown = r.markdown.replace(f"]({e.image_name})", f"]({path.as_posix()})")
-        e.image_name = path.as_posix()
+        e.image_name = f"{link_base}/{path.name}" if link_base is not None else path.as_posix()
+        r.markdown = r.markdown.replace(figure_placeholder(e.figure_id), f"![image]({e.image_name})")

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .pipeline import OCRPipeline
-from .settings import (DEFAULT_DEVICE, DEFAULT_DPI, DEFAULT_MODEL, DEFAULT_ON_ERROR, DEFAULT_SPLIT,
-                       DEFAULT_TABLE_FORMAT, ON_ERROR, PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings,
-                       OutputSettings, RenderSettings)
+from .settings import (DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_SPLIT, DEFAULT_TABLE_FORMAT, ON_ERROR,
+                       PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings, OutputSettings, RenderSettings,
+                       default_device, default_model)
 from .sources import Pages, resolve_on_error
 from .types import DEFAULT_MAX_NEW_TOKENS, OCREngine
 
@@ -36,13 +36,13 @@ class LoaderOptions:
             or "elements" (one per grounded block, with its label and box).
         include_boxes: the page's boxes as `ocr_elements`; nested_metadata: as lists, not JSON strings.
         figures_dir: save figure crops there and link them from the markdown.
-        progress: a tqdm bar per file. cache: None/False, True (user cache dir), a sqlite path or a ResultCache.
+        show_progress: a tqdm bar per file. cache: None/False, True (user cache dir), a sqlite path or a ResultCache.
         on_error: "raise" (default) or "page" (an unreadable file becomes one error Document).
     """
 
     pipeline: OCRPipeline | None = None
-    model: str = DEFAULT_MODEL
-    device: str = DEFAULT_DEVICE
+    model: str = field(default_factory=default_model)  # $DSOCR_MODEL, else deepseek-ai/DeepSeek-OCR
+    device: str = field(default_factory=default_device)  # $DSOCR_DEVICE, else "auto"
     engine: OCREngine | str | None = None
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -64,7 +64,7 @@ class LoaderOptions:
     include_boxes: bool = True
     nested_metadata: bool = False
     figures_dir: str | None = None
-    progress: bool = False
+    show_progress: bool = False
     cache: Any = None
     on_error: str | None = DEFAULT_ON_ERROR
 

@@ -1,4 +1,4 @@
-"""A tqdm bar over one file's PageResults (the adapters' `progress=True`), sized once the first page tells
+"""A tqdm bar over one file's PageResults (the adapters' `show_progress=True`), sized once the first page tells
 how many pages the file has."""
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ class Element:
     boxes: list[Box] = field(default_factory=list)
     boxes_norm: list[NormBox] = field(default_factory=list)
     image: Any = None  # PIL crop of a figure (label "image") when the page image was at hand
-    image_name: str | None = None  # the markdown reference of that crop, e.g. "images/0_0.jpg"
+    figure_id: str | None = None  # "{page}_{k}": the k-th figure of its page, named in its placeholder
+    image_name: str | None = None  # where the crop was saved, as the markdown links it (None: not saved)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"label": self.label, "text": self.text,

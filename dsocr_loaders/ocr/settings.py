@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,22 @@ from .types import DEFAULT_MAX_NEW_TOKENS, resolve_guard
 
 DEFAULT_MODEL = DEFAULT_MODEL_ID
 DEFAULT_DEVICE = "auto"  # CUDA when available, else CPU
+# Environment variables for the common settings, read when a setting is made (never at import); an explicit
+# argument wins. $DSOCR_BASE_URL, $DSOCR_API_KEY and $DSOCR_CACHE_DIR are read by the engines and the cache.
+ENV_MODEL, ENV_DEVICE, ENV_MODE = "DSOCR_MODEL", "DSOCR_DEVICE", "DSOCR_MODE"
+
+
+def default_model() -> str:
+    return os.environ.get(ENV_MODEL) or DEFAULT_MODEL
+
+
+def default_device() -> str:
+    return os.environ.get(ENV_DEVICE) or DEFAULT_DEVICE
+
+
+def default_mode() -> str | None:
+    """None: the model's own default mode (its spec)."""
+    return os.environ.get(ENV_MODE) or None
 DEFAULT_DPI = 144  # official PDF rendering (zoom 2)
 DEFAULT_GLOB = "**/*"
 DEFAULT_TABLE_FORMAT = "html"  # as the model writes tables
@@ -37,8 +54,8 @@ ENGINES = ("local", "openai")
 class EngineSettings:
     """The default engine: `engine="local"` runs `model` here; "openai" calls `base_url` serving `model`."""
 
-    model: str = DEFAULT_MODEL
-    device: str = DEFAULT_DEVICE
+    model: str = field(default_factory=default_model)
+    device: str = field(default_factory=default_device)
     engine: str = "local"
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -77,11 +94,12 @@ class OCRSettings:
         """Every default filled from `spec`; raises ValueError for a mode, task or cap the model lacks."""
         task = self.task or spec.default_task
         prompt = self.prompt if self.prompt is not None else spec.prompt(task, self.locate_text)
-        spec.mode(self.mode)
+        mode = self.mode or default_mode() or spec.default_mode
+        spec.mode(mode)
         n, w, wl = resolve_guard(spec, self.ngram_size, self.window_size, self.whitelist)
         crops = spec.check_crops(spec.max_crops if self.max_crops is None else self.max_crops)
         return dataclasses.replace(self, task=task if self.prompt is None else "prompt", prompt=prompt,
-                                   mode=self.mode or spec.default_mode, max_crops=crops, ngram_size=n or 0,
+                                   mode=mode, max_crops=crops, ngram_size=n or 0,
                                    window_size=w, whitelist=wl)
 
     def key(self) -> str:
