@@ -212,3 +212,21 @@ def _page_image(img, n: int = 0):
 
     return PageImage(image=img, page=n, page_label=str(n + 1), total_pages=n + 1, width=img.width,
                      height=img.height, unit="px", source="mem.png")
+
+
+def test_an_ollama_or_llama_cpp_style_endpoint():
+    """Laptop users serve DeepSeek-OCR with Ollama (`deepseek-ocr:3b`, /v1 on port 11434) or llama.cpp's
+    llama-server: image parts as base64 data URLs only, unknown request fields ignored, special tokens
+    stripped from the answer, their own response fields. The page still parses into grounded blocks."""
+    def ollama(body, n):
+        part = body["messages"][0]["content"][0]
+        if part["type"] != "image_url" or not part["image_url"]["url"].startswith("data:image/"):
+            return error(400, "only base64 image data URLs are supported")
+        kind, status, payload, headers = ok(STRIPPED, tokens=42)
+        return kind, status, {**payload, "model": body["model"], "system_fingerprint": "fp_ollama"}, headers
+
+    with ChatServer(ollama) as server:
+        pipe = OCRPipeline(EngineSettings("deepseek-ocr:3b", engine="openai", base_url=server.url))
+        (r,) = pipe.run_pages([_page_image(page())])
+    assert server.bodies[0]["model"] == "deepseek-ocr:3b" and "vllm_xargs" in server.bodies[0]  # sent, ignored
+    assert r.status == "ok" and [e.label for e in r.elements] == ["title", "text"] and r.text_tokens == 42
