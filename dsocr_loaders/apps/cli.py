@@ -132,6 +132,7 @@ def convert(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
     cached = lost_layouts = 0
+    load_s: float | None = None
     used: set[str] = set()
     t0 = time.perf_counter()
     bar = tqdm(total=total, unit="page", disable=args.quiet, dynamic_ncols=True)
@@ -146,6 +147,9 @@ def convert(args: argparse.Namespace) -> int:
             pages.append(r)
             counts[r.status] = counts.get(r.status, 0) + 1
             cached += bool(r.timings.get("cache_hit"))  # failures were logged once, where they happened
+            if load_s is None and getattr(pipe._engine, "load_s", None):
+                load_s = pipe._engine.load_s  # the model's load is not page time: keep it out of pages/s and ETA
+                bar.start_t += load_s
             bar.update(1)
         if pages:
             lost_layouts += not _write(out, pages, formats, args, used)
@@ -163,7 +167,8 @@ def convert(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     dt = time.perf_counter() - t0
     failed = counts["error"]
-    print(f"dsocr: {total} pages in {dt:.1f} s: {counts['ok']} ok, {counts['truncated']} truncated, "
+    print(f"dsocr: {total} pages in {dt:.1f} s" + (f" (model load {load_s:.1f} s)" if load_s else "") +
+          f": {counts['ok']} ok, {counts['truncated']} truncated, "
           f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}"
           + (f"; {lost_layouts} layout PDFs could not be written" if lost_layouts else ""))
     return EXIT_FAILED if failed or lost_layouts else EXIT_OK

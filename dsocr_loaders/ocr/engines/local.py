@@ -55,6 +55,7 @@ class LocalEngine:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._model = self._engine = self._pool = None
+        self.load_s: float | None = None  # seconds this engine waited for its model (None: not loaded yet)
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: the model is reloaded lazily in the new process
         state = self.__dict__.copy()
@@ -79,12 +80,14 @@ class LocalEngine:
     def load(self) -> "LocalEngine":
         with self._lock:
             if self._engine is None:
+                t0 = time.perf_counter()
                 device = resolve_device(self.device)
                 key = (self.model_name, self.revision, device, str(self.dtype), self.max_batch, self.max_seq_len,
                        self.preprocess_workers)
                 runtime = shared.acquire(key, lambda: self._build(device))
                 self._key, self._model, self._engine, self._pool = key, runtime.model, runtime.engine, runtime.pool
                 self.spec = runtime.model.spec
+                self.load_s = time.perf_counter() - t0
         return self
 
     def _build(self, device: str) -> shared.Runtime:
@@ -92,6 +95,8 @@ class LocalEngine:
         from dsocr_model.runtime.engine import Engine
 
         t0 = time.perf_counter()
+        logger.info("loading %s on %s (dtype %s; a hub id downloads once, with progress bars)", self.model_name,
+                    device, self.dtype or "default")
         try:
             model = DeepseekOCR.from_pretrained(self.model_name, device=device, dtype=self.dtype, revision=self.revision)
         except (OSError, ValueError, RuntimeError) as e:  # not found, not fetchable, not matching: no page can run
