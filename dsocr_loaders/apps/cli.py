@@ -149,7 +149,8 @@ def convert(args: argparse.Namespace) -> int:
             cached += bool(r.timings.get("cache_hit"))  # failures were logged once, where they happened
             if load_s is None and getattr(pipe._engine, "load_s", None):
                 load_s = pipe._engine.load_s  # the model's load is not page time: keep it out of pages/s and ETA
-                bar.start_t += load_s
+                if not bar.disable:  # a disabled bar (-q) keeps no clock
+                    bar.start_t += load_s
             bar.update(1)
         if pages:
             lost_layouts += not _write(out, pages, formats, args, used)
