@@ -153,3 +153,37 @@ def test_right_to_left_text_passes_through_unchanged():
     page = parse_page(arabic, 612, 792, "pt")
     assert page.elements[0].text == "مرحبا بالعالم، هذا نص عربي مع Python و R."
     assert page.markdown == page.elements[0].text
+
+
+# Unlimited-OCR's output, as its transformers integration test prints it (FAMILY.md §3.6).
+UNLIMITED = ("<|det|>image [383, 87, 497, 171]<|/det|>\n<|det|>title [333, 201, 556, 230]<|/det|>R&D QUALITY "
+             "IMPROVEMENT\nSUGGESTION/SOLUTION FORM\n<|det|>text [100, 300, 900, 400]<|/det|>Name: ____")
+
+
+@pytest.mark.parametrize("stripped", [False, True], ids=["tagged", "special-tokens-stripped"])
+def test_unlimited_ocr_det_label_dialect(stripped):
+    text = UNLIMITED.replace("<|det|>", "").replace("<|/det|>", "") if stripped else UNLIMITED
+    page = parse_page(text, 1000, 2000, "px", box_syntax="det_label")
+    assert [(e.label, e.bbox_norm) for e in page.elements] == [
+        ("image", (383, 87, 497, 171)), ("title", (333, 201, 556, 230)), ("text", (100, 300, 900, 400))]
+    assert page.elements[1].text.startswith("R&D QUALITY IMPROVEMENT") and page.elements[1].bbox[1] == round(201 / 999 * 2000, 2)
+    assert page.markdown.startswith("[image 0_0]\n\nR&D QUALITY") and "[333" not in page.markdown and "<|" not in page.markdown
+    assert page.status == "ok"
+    v1 = "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 60]]<|/det|>\n# Heading"  # the dialect also reads v1's form
+    assert [e.label for e in parse_page(v1, 100, 100, box_syntax="det_label").elements] == ["title"]
+    assert not any(e.bbox for e in parse_page(text, 1000, 2000).elements)  # v1's dialect does not guess boxes
+    cut = parse_page(UNLIMITED[:60], 1000, 2000, box_syntax="det_label")  # cut inside the second tag
+    assert [e.label for e in cut.elements][:1] == ["image"] and cut.status == "truncated"
+
+
+def test_the_pipeline_reads_its_models_box_dialect():
+    import dataclasses
+
+    from dsocr_loaders import OCRPipeline, OCRResponse
+    from dsocr_model import DEEPSEEK_OCR
+    from test_pipeline import FakeEngine
+
+    engine = FakeEngine(lambda r, n: OCRResponse(UNLIMITED, "eos", 9))
+    engine.spec = dataclasses.replace(DEEPSEEK_OCR, name="det-label-ocr", box_syntax="det_label")
+    (r,) = OCRPipeline(engine).run(FIXTURES / "pdf" / "multi_page.pdf", pages=[0])
+    assert [e.label for e in r.elements] == ["image", "title", "text"] and r.elements[2].bbox is not None

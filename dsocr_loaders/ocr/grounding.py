@@ -4,7 +4,9 @@ The grounding format (ARCHITECTURE.md §8.1) puts a tag pair before each block's
 `<|ref|>label<|/ref|><|det|>[[x0, y0, x1, y1], ...]<|/det|>` with integer boxes on a 0-999 grid over
 the page image (pixels = v / 999 * size, as the official scripts draw them; docling divides by 1000).
 Servers that skip special tokens leave `label[[x0, y0, x1, y1]]` at the start of a line: both forms
-parse. Boxes are read with a regular expression, never eval. Truncated output (no closing tag, no
+parse. Unlimited-OCR's dialect (`box_syntax="det_label"`, FAMILY.md §3.6) writes one box per block as
+`<|det|>label [x0, y0, x1, y1]<|/det|>` followed by its content (`label [x0, y0, x1, y1]` once stripped); that
+dialect also accepts v1's form, as its reference parser does. Boxes are read with a regular expression, never eval. Truncated output (no closing tag, no
 EOS) keeps every complete box and all text.
 
 Markdown follows the official clean-up (§8.2): tags removed, each `image` block replaced by a link to
@@ -22,6 +24,9 @@ from .tables import tables_to_markdown
 EOS_TEXT = "<｜end▁of▁sentence｜>"
 TAGGED = re.compile(r"<\|ref\|>(?P<label>.*?)<\|/ref\|>\s*<\|det\|>(?P<coords>.*?)(?P<close><\|/det\|>|\Z)", re.DOTALL)
 STRIPPED = re.compile(r"^[ \t]*(?P<label>[A-Za-z][\w\- ]{0,40}?)[ \t]*(?P<coords>\[\[[\d\s,.\[\]]*)", re.MULTILINE)
+DET_LABEL = re.compile(r"<\|det\|>\s*(?P<label>[^\s\[<]+)\s*(?P<coords>\[[^\]<]*\]?)\s*(?P<close><\|/det\|>|\Z)")
+DET_STRIPPED = re.compile(r"^[ \t]*(?P<label>[A-Za-z][\w\-]{0,40}) (?P<coords>\[\d+, \d+, \d+, \d+\])", re.MULTILINE)
+SYNTAXES = ("ref_det", "det_label")  # ModelSpec.box_syntax values this parser reads
 BOX = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*\]")
 LEFTOVER_TAGS = re.compile(r"<\|/?(?:ref|det|grounding)\|>|<｜▁pad▁｜>")
 KNOWN_TAGS = ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", EOS_TEXT)
@@ -37,12 +42,19 @@ def parse_boxes(coords: str) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def _matches(text: str) -> list[tuple[int, int, str, str, bool]]:
+def _matches(text: str, syntax: str = "ref_det") -> list[tuple[int, int, str, str, bool]]:
     """(start, end, label, coords, closed) for every tag pair, tagged form first, else stripped form."""
-    found = [(m.start(), m.end(), m.group("label").strip(), m.group("coords"), bool(m.group("close")))
-             for m in TAGGED.finditer(text)]
-    if found:
-        return found
+    if syntax not in SYNTAXES:
+        raise ValueError(f"unknown box syntax {syntax!r}; this parser reads {SYNTAXES}")
+    for tagged in (DET_LABEL, TAGGED) if syntax == "det_label" else (TAGGED,):
+        found = [(m.start(), m.end(), m.group("label").strip(), m.group("coords"), bool(m.group("close")))
+                 for m in tagged.finditer(text)]
+        if found:
+            return found
+    if syntax == "det_label":
+        found = [(m.start(), m.end(), m.group("label"), m.group("coords"), True) for m in DET_STRIPPED.finditer(text)]
+        if found:
+            return found
     out = []
     for m in STRIPPED.finditer(text):
         coords = m.group("coords")
@@ -99,7 +111,8 @@ def figure_placeholder(figure_id: str) -> str:
 
 
 def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, page: int = 0,
-               image: Any = None, finish_reason: str | None = None, table_format: str = "html") -> PageResult:
+               image: Any = None, finish_reason: str | None = None, table_format: str = "html",
+               box_syntax: str = "ref_det") -> PageResult:
     """Post-process the raw output of one page of size width x height (in `unit`).
 
     Args:
@@ -107,6 +120,7 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
         image: the page image the model saw (PIL); when given, `image` blocks are cropped from it.
         finish_reason: "eos" | "length" when known; "length" marks the page truncated.
         table_format: "html" (as the model writes) or "markdown" (pipe tables, spans repeated).
+        box_syntax: the model's dialect (its spec's `box_syntax`): "ref_det" (v1, OCR-2) or "det_label".
 
     A figure (`image` block) is written as a labelled placeholder, `[image {page}_{k}]`: it becomes a link
     (`![image](...)`) only where its crop is saved to a file (`ids.save_figures`), so no link points nowhere.
@@ -115,7 +129,7 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
         finish_reason = "eos"
     cut = raw_text.split(EOS_TEXT)[0]
     text = _strip_dangling_tag(cut)
-    matches = _matches(text)
+    matches = _matches(text, box_syntax)
     elements: list[Element] = []
     pieces: list[str] = []
     lead = text[: matches[0][0]] if matches else text

@@ -174,7 +174,8 @@ class OCRPipeline:
             t0 = time.perf_counter()
             result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
                                 image=item.image if self.output.extract_figures else None,
-                                finish_reason=response.finish_reason, table_format=self.output.table_format)
+                                finish_reason=response.finish_reason, table_format=self.output.table_format,
+                                box_syntax=self.spec.box_syntax)
             result.text_tokens = response.text_tokens
             result.timings.update(response.timings)
             result.timings["parse_s"] = time.perf_counter() - t0
