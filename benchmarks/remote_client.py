@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from chat_server import ChatServer, ok, slow  # noqa: E402
-from dsocr_loaders import OCRPipeline  # noqa: E402, EngineSettings
+from dsocr_loaders import EngineSettings, OCRPipeline  # noqa: E402
 
 REPLY = "<|ref|>title<|/ref|><|det|>[[100, 50, 900, 120]]<|/det|>\n# Results\n\n" \
         "<|ref|>text<|/ref|><|det|>[[100, 150, 900, 400]]<|/det|>\n" + "Accuracy rose. " * 200

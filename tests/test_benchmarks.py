@@ -26,6 +26,13 @@ def test_throughput_benchmark_smoke():
     _assert_positive_rates(out.stdout)
 
 
+def test_remote_client_benchmark_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "remote_client.py"), "--pages", "4",
+                          "--concurrency", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    _assert_positive_rates(out.stdout)
+
+
 def _assert_positive_rates(text: str) -> None:
     """Every printed rate is a positive number (a -1.7 tok/s once passed a smoke test that only ran)."""
     rates = [float(m) for m in re.findall(r"(-?[\d.]+) (?:decoded )?(?:tok/s|pages/s)", text)]

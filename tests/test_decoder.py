@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import GOLDEN, tiny_config_dict
-from dsocr_model import DeepseekOCR, ImageViews, preprocess_image, generate
+from dsocr_model import DeepseekOCR, generate, preprocess_image
 from dsocr_model.modeling import moe as moe_mod
 from dsocr_model.modeling.decoder import KVCache
 from dsocr_model.modeling.moe import moe_reference

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import CorruptFileError, DsocrInputError, EmptyInputError, PasswordError, UnsupportedFormatError
 from .images import MULTI_FRAME_FORMATS, open_image, to_rgb
-from .settings import DEFAULT_DPI
+from .settings import DEFAULT_DPI, PASSWORD_HINT
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _head(data: str | bytes) -> bytes:
 
 
 def open_document(name: str, data: str | bytes, *, password: str | None = None, dpi: float = DEFAULT_DPI,
-                  password_hint: str = "password=", warn: bool = True) -> "PdfDocument | ImageDocument":
+                  password_hint: str = PASSWORD_HINT, warn: bool = True) -> "PdfDocument | ImageDocument":
     """Sniff and open one input; typed errors for empty, corrupt, encrypted or unsupported data.
     `password_hint` names the option of the caller's surface in the error (the CLI: "--password")."""
     head = _head(data)
@@ -91,7 +91,7 @@ class PdfDocument:
     kind = "pdf"
 
     def __init__(self, name: str, data: str | bytes, *, password: str | None, dpi: float,
-                 password_hint: str = "password=", warn: bool = True) -> None:
+                 password_hint: str = PASSWORD_HINT, warn: bool = True) -> None:
         import pymupdf
 
         self.name, self.dpi = name, dpi

@@ -23,7 +23,7 @@ from .engines import make_engine
 from .errors import EngineUnavailableError
 from .grounding import parse_page
 from .results import PageResult
-from .settings import DEFAULT_ON_ERROR, ON_ERROR, EngineSettings, OCRSettings, OutputSettings, RenderSettings
+from .settings import DEFAULT_ON_ERROR, ON_ERROR, PASSWORD_HINT, EngineSettings, OCRSettings, OutputSettings, RenderSettings
 from .sources import PageImage, Pages, Source, render_pages
 from .types import OCREngine, OCRRequest
 
@@ -107,7 +107,7 @@ class OCRPipeline:
             yield result
 
     def iter_pages(self, source: Source, pages: Pages = None, password: str | None = None, *,
-                   on_error: str | None = None, name: str | None = None, password_hint: str = "password=",
+                   on_error: str | None = None, name: str | None = None, password_hint: str = PASSWORD_HINT,
                    several: bool | None = None) -> Iterator[Item]:
         """Rendered pages, lazily (no engine needed); see `sources.render_pages` for the error policy."""
         return render_pages(source, pages, password=password, dpi=self.render.dpi, glob=self.render.glob,

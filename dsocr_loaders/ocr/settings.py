@@ -39,6 +39,7 @@ def default_mode() -> str | None:
     """None: the model's own default mode (its spec)."""
     return os.environ.get(ENV_MODE) or None
 DEFAULT_DPI = 144  # official PDF rendering (zoom 2)
+PASSWORD_HINT = "password="  # how a password error names the option; the CLI says "--password"
 DEFAULT_GLOB = "**/*"
 DEFAULT_TABLE_FORMAT = "html"  # as the model writes tables
 TABLE_FORMATS = ("html", "markdown")

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO, Union
 
 from .errors import DsocrInputError, PageRangeError
 from .formats import PageImage, open_document, pdf_date, pdf_metadata  # noqa: F401  (re-exported)
-from .settings import DEFAULT_DPI, DEFAULT_GLOB
+from .results import PageResult
+from .settings import DEFAULT_DPI, DEFAULT_GLOB, PASSWORD_HINT
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def iter_inputs(source: Source, glob: str = DEFAULT_GLOB) -> Iterator[tuple[str,
 
 def iter_documents(source: Source, *, password: str | None = None, dpi: float = DEFAULT_DPI,
                    glob: str = DEFAULT_GLOB, name: str | None = None,
-                   password_hint: str = "password=", warn: bool = True) -> Iterator[tuple[str, Any]]:
+                   password_hint: str = PASSWORD_HINT, warn: bool = True) -> Iterator[tuple[str, Any]]:
     """(name, opened document or the typed error it raised), one input at a time. `name` names a single
     bytes or stream source (GenericLoader's blob path) instead of "<bytes>"."""
     for found, data in iter_inputs(source, glob):
@@ -127,7 +128,7 @@ def resolve_on_error(on_error: str | None, source: Source) -> str:
 
 def render_pages(source: Source, pages: Pages = None, *, password: str | None = None, dpi: float = DEFAULT_DPI,
                  glob: str = DEFAULT_GLOB, on_error: str | None = None, name: str | None = None,
-                 password_hint: str = "password=", several: bool | None = None) -> Iterator[Any]:
+                 password_hint: str = PASSWORD_HINT, several: bool | None = None) -> Iterator[Any]:
     """Rendered PageImages of every selected page, lazily; needs no engine.
 
     A source that cannot be opened (or whose selection does not fit) raises its typed error
@@ -136,8 +137,6 @@ def render_pages(source: Source, pages: Pages = None, *, password: str | None = 
     Over several inputs a page selection keeps, per document, the pages it has; a document with none of
     them is reported and skipped. `several` overrides whether `source` counts as several inputs (an adapter
     that runs a folder's files one call at a time)."""
-    from .results import PageResult
-
     multi = several_inputs(source) if several is None else several
     policy = on_error or ("page" if multi else "raise")
     for found, doc in iter_documents(source, password=password, dpi=dpi, glob=glob, name=name,
