@@ -57,7 +57,7 @@ class OCRPipeline:
         if on_error is not None and on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {on_error!r}")
         self._owns_engine = engine is None or isinstance(engine, EngineSettings)  # close() closes only its own
-        if engine is None or isinstance(engine, EngineSettings):
+        if self._owns_engine:
             self._engine_settings, self._engine = engine or EngineSettings(), None
             self.spec: ModelSpec = self._engine_settings.spec()
             if self._engine_settings.engine == "openai":
