@@ -85,7 +85,7 @@ def test_prompt_mode_and_limits_reach_the_engine():
     assert r.vision_tokens == 273 and r.settings["mode"] == "base"
     with pytest.raises(ValueError, match="locate_text"):
         OCRPipeline(FakeEngine(), ocr=OCRSettings(task="locate"))
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="has no prompt"):
         OCRPipeline(FakeEngine(), ocr=OCRSettings(task="summarise"))
     with pytest.raises(ValueError, match="unknown mode"):
         OCRPipeline(FakeEngine(), ocr=OCRSettings(mode="huge"))

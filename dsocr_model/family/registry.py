@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .deepseek_ocr import DEEPSEEK_OCR
+from .deepseek_ocr2 import DEEPSEEK_OCR2
 from .spec import ModelSpec
+from .unlimited_ocr import UNLIMITED_OCR
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Architecture:
     model: str  # "package.module:Class"; the class has `config_class`, `sanitize` and `to_checkpoint`
     architectures: tuple[str, ...] = ()
     model_types: tuple[str, ...] = ()
+    hub_ids: tuple[str, ...] = ()  # official repositories: their spec is known before config.json is downloaded
 
     def model_class(self) -> type:
         module, _, cls = self.model.partition(":")
@@ -99,10 +102,13 @@ def read_config(model: str | Path, revision: str | None = None) -> dict[str, Any
 
 
 def architecture_for(model: str | Path | Mapping[str, Any], revision: str | None = None) -> Architecture:
-    """The architecture of a config dict, a local checkpoint or a hub id (default: DeepSeek-OCR v1 when the
-    hub id's config is not downloaded yet)."""
+    """The architecture of a config dict, a local checkpoint or a hub id (an official id names its family
+    before its config.json is downloaded; any other id defaults to DeepSeek-OCR v1 until then)."""
     config = model if isinstance(model, Mapping) else read_config(model, revision)
     if config is None:
+        for a in reversed(_REGISTRY.values()):
+            if str(model).lower() in (h.lower() for h in a.hub_ids):
+                return a
         logger.debug("no config.json for %s yet: assuming %s", model, _REGISTRY["deepseek-ocr"].name)
         return _REGISTRY["deepseek-ocr"]
     return architecture_for_config(config)
@@ -113,4 +119,12 @@ def spec_for(model: str | Path | Mapping[str, Any], revision: str | None = None)
 
 
 register(Architecture("deepseek-ocr", DEEPSEEK_OCR, "dsocr_model.modeling.model:DeepseekOCR",
-                      architectures=("DeepseekOCRForCausalLM",), model_types=("deepseek_vl_v2",)))
+                      architectures=("DeepseekOCRForCausalLM",), model_types=("deepseek_vl_v2",),
+                      hub_ids=(DEFAULT_MODEL_ID,)))
+# OCR-2 shares v1's model_type: only its `architectures` tells them apart.
+register(Architecture("deepseek-ocr-2", DEEPSEEK_OCR2, "dsocr_model.modeling.ocr2:DeepseekOCR2",
+                      architectures=("DeepseekOCR2ForCausalLM",), hub_ids=("deepseek-ai/DeepSeek-OCR-2",)))
+# v1's weights layout and model class; the config's sliding_window turns on R-SWA decoding.
+register(Architecture("unlimited-ocr", UNLIMITED_OCR, "dsocr_model.modeling.model:DeepseekOCR",
+                      architectures=("UnlimitedOCRForCausalLM", "UnlimitedOCRForConditionalGeneration"),
+                      model_types=("unlimited-ocr", "unlimited_ocr"), hub_ids=("baidu/Unlimited-OCR",)))

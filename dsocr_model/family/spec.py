@@ -53,6 +53,12 @@ class ModelSpec:
     box_syntax: str = "ref_det"  # how boxes are written: the grounding parser's dialect
     context_length: int = 8192
     padded_sides: tuple[int, ...] = (1024, 1280)  # global sides whose padding test_compress discounts
+    # Several pages in one pass (Unlimited-OCR): every page in `multi_page_mode`, the prompt is one
+    # "<image>" per page followed by `multi_page_prompt`, the answer marks each page with `page_marker`.
+    multi_page_prompt: str | None = None
+    multi_page_mode: str | None = None
+    multi_page_guard: Guard = Guard(None, None)
+    page_marker: str = "<PAGE>"
 
     def __post_init__(self) -> None:
         if self.default_mode not in self.modes:
@@ -61,6 +67,19 @@ class ModelSpec:
             raise ValueError(f"{self.name}: unknown layout {self.layout!r}; known: {sorted(LAYOUTS)}")
         if self.default_task not in self.prompts:
             raise ValueError(f"{self.name}: default_task {self.default_task!r} has no prompt")
+        if self.multi_page_prompt is not None and self.multi_page_mode not in self.modes:
+            raise ValueError(f"{self.name}: multi_page_mode {self.multi_page_mode!r} is not one of its modes")
+
+    @property
+    def multi_page(self) -> bool:
+        """Reads several pages in one pass (split on `page_marker` afterwards)."""
+        return self.multi_page_prompt is not None
+
+    def multi_page_prompt_for(self, pages: int) -> str:
+        """The multi-page prompt for `pages` images: one image tag per page, then the instruction."""
+        if not self.multi_page:
+            raise ValueError(f"{self.name} reads one page per pass (pages_per_pass must be 1)")
+        return self.image_token * pages + self.multi_page_prompt
 
     # ---- modes and tiles ---------------------------------------------------------------------------
     def mode(self, name: str | None) -> Mode:
@@ -114,7 +133,8 @@ class ModelSpec:
         """The official prompt of `task` (None: the default task)."""
         task = self.default_task if task is None else task
         if task not in self.prompts:
-            raise ValueError(f"unknown task {task!r} for {self.name}; choose one of {sorted(self.prompts)} or pass prompt=")
+            raise ValueError(f"task {task!r} has no prompt for {self.name}; its tasks: {sorted(self.prompts)} "
+                             f"(or pass prompt= explicitly)")
         template = self.prompts[task]
         if "{text}" in template:
             if not locate_text:

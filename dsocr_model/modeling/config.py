@@ -72,6 +72,7 @@ class DecoderConfig:
     bos_token_id: int = 0
     eos_token_id: int = 1
     use_mla: bool = False
+    sliding_window: int | None = None  # R-SWA window over generated tokens (Unlimited-OCR: 128); None: full
 
     def __post_init__(self) -> None:
         if self.use_mla:
@@ -80,6 +81,8 @@ class DecoderConfig:
             raise ValueError(f"unsupported router {self.scoring_func}/{self.topk_method}")
         if self.num_key_value_heads != self.num_attention_heads:
             raise ValueError("DeepSeek-OCR decoder is MHA: num_key_value_heads must equal num_attention_heads")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window must be a positive window, got {self.sliding_window}")
 
     @property
     def head_dim(self) -> int:
@@ -87,6 +90,38 @@ class DecoderConfig:
 
     def is_moe_layer(self, i: int) -> bool:
         return i >= self.first_k_dense_replace and i % self.moe_layer_freq == 0
+
+
+def vision_widths(d: dict[str, Any]) -> dict[str, Any]:
+    """`vision_config.width`: the per-encoder hyper-parameter blocks of the official schema."""
+    return (d.get("vision_config") or {}).get("width") or {}
+
+
+def sam_config(widths: dict[str, Any], **override: Any) -> SamConfig:
+    sam = dict(widths.get("sam_vit_b") or {})
+    for k in ("global_attn_indexes", "downsample_channels"):
+        if k in sam:
+            sam[k] = tuple(sam[k])
+    return SamConfig(**{**_pick(SamConfig, sam), **override})
+
+
+def projector_input_dim(d: dict[str, Any], decoder: DecoderConfig, default: int) -> int:
+    proj = d.get("projector_config") or {}
+    if proj.get("projector_type", "linear") != "linear":
+        raise ValueError(f"unsupported projector_type {proj.get('projector_type')!r}")
+    if proj.get("n_embed", decoder.hidden_size) != decoder.hidden_size:
+        raise ValueError("projector n_embed must equal the decoder hidden_size")
+    return proj.get("input_dim", default)
+
+
+def decoder_config(d: dict[str, Any]) -> DecoderConfig:
+    """The decoder from the duplicated top-level keys; Unlimited-OCR names its window `sliding_window` (top
+    level) or `sliding_window_size` (language_config)."""
+    fields = _pick(DecoderConfig, d)
+    window = d.get("sliding_window", d.get("sliding_window_size", (d.get("language_config") or {}).get("sliding_window_size")))
+    if window is not None:
+        fields["sliding_window"] = int(window)
+    return DecoderConfig(**fields)
 
 
 @dataclass(frozen=True)
@@ -106,24 +141,14 @@ class OCRConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OCRConfig":
-        widths = (d.get("vision_config") or {}).get("width") or {}
-        sam = dict(widths.get("sam_vit_b") or {})
+        widths = vision_widths(d)
         clip = dict(widths.get("clip-l-14-224") or {})
-        for k in ("global_attn_indexes", "downsample_channels"):
-            if k in sam:
-                sam[k] = tuple(sam[k])
-        proj = d.get("projector_config") or {}
-        if proj.get("projector_type", "linear") != "linear":
-            raise ValueError(f"unsupported projector_type {proj.get('projector_type')!r}")
-        decoder = _pick(DecoderConfig, d)
-        decoder_cfg = DecoderConfig(**decoder)
-        if proj.get("n_embed", decoder_cfg.hidden_size) != decoder_cfg.hidden_size:
-            raise ValueError("projector n_embed must equal the decoder hidden_size")
+        decoder_cfg = decoder_config(d)
         return cls(
             decoder=decoder_cfg,
-            sam=SamConfig(**_pick(SamConfig, sam)),
+            sam=sam_config(widths),
             clip=ClipConfig(**_pick(ClipConfig, clip)),
-            projector_input_dim=proj.get("input_dim", 2048),
+            projector_input_dim=projector_input_dim(d, decoder_cfg, 2048),
             image_token_id=d.get("image_token_id"),
             torch_dtype=d.get("torch_dtype", "bfloat16"),
         )
@@ -137,3 +162,59 @@ class OCRConfig:
             p = p / "config.json"
         with open(p, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+@dataclass(frozen=True)
+class QueryEncoderConfig:
+    """DeepSeek-OCR-2's Qwen2-0.5B-style encoder. The hub config names only its width
+    (`vision_config.width.qwen2-0-5b.dim`); the rest is fixed in the reference code. Tiny test checkpoints
+    write the other fields in the same block."""
+
+    dim: int = 896
+    layers: int = 24
+    heads: int = 14
+    kv_heads: int = 2
+    intermediate_size: int = 4864
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+
+@dataclass(frozen=True)
+class OCR2Config:
+    """DeepSeek-OCR-2: SAM (its last conv widened to the encoder's width) -> query encoder -> projector."""
+
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    sam: SamConfig = field(default_factory=lambda: SamConfig(downsample_channels=(512, 896)))
+    encoder: QueryEncoderConfig = field(default_factory=QueryEncoderConfig)
+    projector_input_dim: int = 896
+    image_token_id: int | None = None
+    torch_dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        if self.sam.downsample_channels[-1] != self.encoder.dim:
+            raise ValueError("SAM output channels must equal the query encoder width")
+        if self.projector_input_dim != self.encoder.dim:
+            raise ValueError("projector input must be the query encoder width")
+        if self.encoder.heads % self.encoder.kv_heads:
+            raise ValueError("query encoder heads must be a multiple of its key/value heads")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OCR2Config":
+        widths = vision_widths(d)
+        encoder = QueryEncoderConfig(**_pick(QueryEncoderConfig, dict(widths.get("qwen2-0-5b") or {})))
+        sam = dict(widths.get("sam_vit_b") or {})
+        # The hub file keeps v1's stale downsample_channels [512, 1024]; the real last conv has the encoder's width.
+        first = (sam.get("downsample_channels") or [512])[0]
+        decoder_cfg = decoder_config(d)
+        return cls(
+            decoder=decoder_cfg,
+            sam=sam_config(widths, downsample_channels=(first, encoder.dim)),
+            encoder=encoder,
+            projector_input_dim=projector_input_dim(d, decoder_cfg, encoder.dim),
+            image_token_id=d.get("image_token_id"),
+            torch_dtype=d.get("torch_dtype", "bfloat16"),
+        )

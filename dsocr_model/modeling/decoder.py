@@ -3,8 +3,9 @@
 Follows the reference `modeling_deepseekv2.py` with `use_mla=False`, where attention is transformers'
 LlamaAttention (ARCHITECTURE.md §4): q/k/v/o without bias, rotate-half RoPE over the full head,
 theta 1e4, positions 0..L-1 over the whole sequence (image tokens included). Layer 0 has a dense
-SwiGLU; the others a MoE (moe.py). The cache is preallocated and written at explicit positions
-(gpt-fast); it never advances itself.
+SwiGLU; the others a MoE (moe.py). The cache is preallocated and written at explicit slots (gpt-fast);
+it never advances itself. A slot is the token's position, except under R-SWA (Unlimited-OCR), where
+generated tokens go round a ring after the prompt (`ring_slot`).
 """
 from __future__ import annotations
 
@@ -53,11 +54,11 @@ class KVCache:
     def max_len(self) -> int:
         return self.k.shape[3]
 
-    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, T, hd] at positions [B, T]; return the layer's full cache."""
+    def update(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, T, hd] at cache slots [B, T]; return the layer's full cache."""
         rows = torch.arange(k.shape[0], device=k.device)[:, None]
-        self.k[layer][rows, :, positions] = k.transpose(1, 2)  # index (B, T) on dims 0, 2 -> (B, T, H, hd)
-        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        self.k[layer][rows, :, slots] = k.transpose(1, 2)  # index (B, T) on dims 0, 2 -> (B, T, H, hd)
+        self.v[layer][rows, :, slots] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
 
     def rows(self, start: int, stop: int) -> "KVCache":
@@ -75,10 +76,26 @@ class KVCache:
         return self.rows(0, n)
 
 
-def cache_mask(positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-    """Query at position p sees cache slots 0..p: [B, T] -> bool [B, 1, T, kv_len]."""
-    slots = torch.arange(kv_len, device=positions.device)
-    return (slots[None, None, :] <= positions[:, :, None])[:, None]
+def cache_mask(visible: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """A query whose last visible slot is v sees cache slots 0..v: [B, T] -> bool [B, 1, T, kv_len].
+    With full attention v is the query's position (causal)."""
+    slots = torch.arange(kv_len, device=visible.device)
+    return (slots[None, None, :] <= visible[:, :, None])[:, None]
+
+
+def ring_slot(position: int, prefill_len: int, window: int | None) -> tuple[int, int]:
+    """R-SWA cache addressing of one token: (slot its K/V is written to, last slot its query sees).
+
+    The prompt (positions < prefill_len) sits in slots 0..prefill_len-1 and is attended causally. Generated
+    tokens go round a ring of `window` slots after it, so a page's cache is bounded by prefill_len + window:
+    the token at position p >= prefill_len writes slot prefill_len + (p - prefill_len) % window and sees the
+    whole prompt plus the ring's filled slots, i.e. the last `window` generated tokens, itself included
+    (FAMILY.md §3.4). Order inside the ring does not matter: keys carry their absolute RoPE position.
+    Without a window the slot is the position and attention is causal.
+    """
+    if window is None or position < prefill_len:
+        return position, position
+    return prefill_len + (position - prefill_len) % window, min(position, prefill_len + window - 1)
 
 
 class Attention(nn.Module):
@@ -92,7 +109,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(D, D, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
-                cache: KVCache | None, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+                cache: KVCache | None, slots: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
@@ -101,7 +118,7 @@ class Attention(nn.Module):
         if cache is None:  # one full causal pass
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            k, v = cache.update(layer, positions, k, v)
+            k, v = cache.update(layer, slots, k, v)
             kv_len = mask.shape[-1]
             y = F.scaled_dot_product_attention(q, k[:, :, :kv_len], v[:, :, :kv_len], attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
@@ -116,6 +133,6 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, cache, positions, mask) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, self.index, cache, positions, mask)
+    def forward(self, x, cos, sin, cache, slots, mask) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, self.index, cache, slots, mask)
         return x + self.mlp(self.post_attention_layernorm(x))

@@ -29,7 +29,7 @@ from .decoder import DecoderLayer, KVCache, RMSNorm, cache_mask, rope_cos_sin
 from .preprocess import ImageViews
 from .sam import SamEncoder
 from .tokenizer import build_prompt_ids, load_tokenizer, resolve_image_token_id, token_id
-from .vision import Projector, encode_images
+from .vision import Projector, encode_images, encode_views
 from .weights import load_state, read_checkpoint, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,10 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(d, i) for i in range(d.num_hidden_layers))
         self.norm = RMSNorm(d.hidden_size, d.rms_norm_eps)
 
+    def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Square views [N, 3, S, S] -> [N, (S/64)², hidden] (DeepEncoder: CLIP over SAM, then projector)."""
+        return encode_views(self.sam_model, self.vision_model, self.projector, pixels)
+
 
 def _dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype:
     if dtype is None:
@@ -63,12 +67,13 @@ def _dtype(dtype: torch.dtype | str | None, default: torch.dtype) -> torch.dtype
 
 class DeepseekOCR(nn.Module):
     config_class = OCRConfig
+    backbone_class = Backbone  # everything under `model.`; another architecture swaps its encoder here
 
     def __init__(self, config: OCRConfig, spec: ModelSpec | None = None) -> None:
         super().__init__()
         self.config = config
         self.spec = spec or DEEPSEEK_OCR
-        self.model = Backbone(config)
+        self.model = self.backbone_class(config)
         self.lm_head = nn.Linear(config.decoder.hidden_size, config.decoder.vocab_size, bias=False)
         self.tokenizer = None
         self.image_token_id = resolve_image_token_id(config.image_token_id, None)
@@ -204,18 +209,23 @@ class DeepseekOCR(nn.Module):
         return x.masked_scatter(mask[..., None], feats.to(x.dtype)) if n_slots else x
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
-               kv_len: int | None = None) -> torch.Tensor:
+               kv_len: int | None = None, slots: torch.Tensor | None = None,
+               visible: torch.Tensor | None = None) -> torch.Tensor:
         """Decoder over embeddings [B, T, D] at positions [B, T] -> final-normed hidden [B, T, D].
 
-        With a cache, attention reads slots 0..kv_len (default: the last position + 1); callers may round
-        kv_len up (the mask hides the extra slots) to keep the number of attention shapes small."""
+        With a cache, K/V go to `slots` (default: the positions) and each query sees slots 0..`visible`
+        (default: its position; R-SWA decoding passes both, see decoder.ring_slot); attention reads slots
+        0..kv_len (default: the last visible + 1), and callers may round kv_len up (the mask hides the extra
+        slots) to keep the number of attention shapes small. Without a cache: one causal pass."""
         d = self.config.decoder
         cos, sin = rope_cos_sin(positions, d.head_dim, d.rope_theta, x.dtype)
+        slots = positions if slots is None else slots
         mask = None
         if cache is not None:
-            mask = cache_mask(positions, min(kv_len or int(positions.max()) + 1, cache.max_len))
+            visible = positions if visible is None else visible
+            mask = cache_mask(visible, min(kv_len or int(visible.max()) + 1, cache.max_len))
         for layer in self.model.layers:
-            x = layer(x, cos, sin, cache, positions, mask)
+            x = layer(x, cos, sin, cache, slots, mask)
         return self.model.norm(x)
 
     @torch.inference_mode()

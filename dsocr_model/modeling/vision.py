@@ -75,8 +75,9 @@ LAYOUTS = {"grid": grid_layout, "flat": flat_layout}  # the torch side of family
 def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16) -> list[torch.Tensor]:
     """All views of all images, batched by size through SAM/CLIP/projector, then laid out per image.
 
-    `model` is the `model.` backbone (holds sam_model, vision_model, projector, image_newline,
-    view_seperator). Returns one [num_image_tokens, hidden] tensor per image, in order.
+    `model` is the `model.` backbone: its `encode_views` turns square views into tokens, and it holds the
+    projector, `view_seperator` and (grid layout) `image_newline`. Returns one [num_image_tokens, hidden]
+    tensor per image, in order.
     """
     dtype = model.projector.layers.weight.dtype
     device = model.projector.layers.weight.device
@@ -92,7 +93,7 @@ def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16
         for start in range(0, len(flat), max_views_per_batch):
             chunk = flat[start:start + max_views_per_batch]
             pixels = torch.stack([p for _, _, p in chunk]).to(device=device, dtype=dtype)
-            feats = encode_views(model.sam_model, model.vision_model, model.projector, pixels)
+            feats = model.encode_views(pixels)
             for (i, kind, _), f in zip(chunk, feats):
                 outputs[(i, kind)].append(f)
     blocks = []

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..family.spec import DEFAULT_MAX_NEW_TOKENS
+from ..modeling.decoder import ring_slot
 from ..modeling.preprocess import ImageViews
 from .ngram import ngram_penalty
 
-MAX_WINDOW = 128  # longest n-gram window the batched guard can look back over (official: 50 or 90)
+MAX_WINDOW = 1024  # longest n-gram window the batched guard looks back over (official: 50, 90, 128; 1024 multi-page)
 
 
 @dataclass
@@ -58,9 +59,23 @@ class Slot:
     max_new_tokens: int
     guard: tuple[int, int, tuple[int, ...]] | None  # (ngram_size, window_size, whitelist) or None
     pos: int  # position of the next token to feed
+    prefill_len: int  # prompt length: where an R-SWA ring starts
     eos: int
     timings: dict[str, float]
     out: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StepInputs:
+    """One decode step: rows 0..n, ids and positions [n, 1], the cache slots they write and the last slot
+    each sees [n, 1] (equal to the positions without R-SWA), and the attention length."""
+
+    n: int
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    slots: torch.Tensor
+    visible: torch.Tensor
+    kv_len: int
 
 
 def decode_rows(live_rows: int, max_batch: int) -> int:
@@ -74,8 +89,9 @@ def fail(future: Future, error: BaseException) -> None:
 
 
 class BatchState:
-    def __init__(self, max_batch: int, vocab_size: int, device: torch.device) -> None:
+    def __init__(self, max_batch: int, vocab_size: int, device: torch.device, window: int | None = None) -> None:
         self.max_batch = max_batch
+        self.window = window  # R-SWA window of the model's decoder (None: full attention)
         self.slots: list[Slot | None] = [None] * max_batch
         self.tail = torch.full((max_batch, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest ids, right-aligned
         self.lengths = torch.zeros(max_batch, dtype=torch.long, device=device)
@@ -91,7 +107,8 @@ class BatchState:
     def start(self, row: int, job: Pending, prompt_len: int, eos: int, timings: dict[str, float]) -> None:
         r = job.req
         guard = (r.ngram_size, r.window_size, tuple(sorted(r.whitelist))) if r.ngram_size else None
-        self.slots[row] = Slot(job.future, job.on_token, job.t_submit, r.max_new_tokens, guard, prompt_len, eos, timings)
+        self.slots[row] = Slot(job.future, job.on_token, job.t_submit, r.max_new_tokens, guard, prompt_len, prompt_len,
+                               eos, timings)
         self.tail[row] = -1
         self.lengths[row] = 0
 
@@ -137,17 +154,18 @@ class BatchState:
             if not st.future.done():  # a cancelled request's row is simply freed
                 st.future.set_result(PageOutput(st.out, done, st.timings))
 
-    def next_inputs(self, device: torch.device) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
-        """(rows n, tokens [n, 1], positions [n, 1], kv_len) of the next decode step; None when idle."""
+    def next_inputs(self, device: torch.device) -> StepInputs | None:
+        """The next decode step's inputs for rows 0..n; None when idle."""
         live = self.live()
         if not live:
             return None
         n = decode_rows(max(live) + 1, self.max_batch)
-        pos_list, tok_list = [0] * n, [0] * n  # built on the host, sent in one copy each
+        columns = [[0] * n for _ in range(4)]  # tokens, positions, slots, visible: built on the host, one copy
         for s in live:
             st = self.slots[s]
-            pos_list[s], tok_list[s] = st.pos, st.out[-1]
+            slot, visible = ring_slot(st.pos, st.prefill_len, self.window)
+            for col, value in zip(columns, (st.out[-1], st.pos, slot, visible)):
+                col[s] = value
             st.pos += 1
-        positions = torch.tensor(pos_list, device=device)[:, None]
-        tokens = torch.tensor(tok_list, device=device)[:, None]
-        return n, tokens, positions, max(pos_list) + 1
+        tokens, positions, slots, visible = torch.tensor(columns, device=device)[:, :, None]  # 4 x (n, 1)
+        return StepInputs(n, tokens, positions, slots, visible, max(columns[3]) + 1)

@@ -17,6 +17,7 @@ import logging
 import torch
 
 from ..modeling.decoder import KVCache
+from .batch import StepInputs
 from .generate import bucket_kv_len, decode_step
 
 logger = logging.getLogger(__name__)
@@ -35,19 +36,23 @@ class DecodeGraphs:
         self.model, self.cache = model, cache
         self.tokens = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(B, 1, dtype=torch.long, device=device)
+        self.slots = torch.zeros(B, 1, dtype=torch.long, device=device)
+        self.visible = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.logits = torch.zeros(B, model.config.decoder.vocab_size, dtype=torch.float32, device=device)
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
 
     def _forward(self, n: int, kv_len: int) -> None:
-        self.logits[:n].copy_(decode_step(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len))
+        self.logits[:n].copy_(decode_step(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len,
+                                          self.slots[:n], self.visible[:n]))
 
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """tokens, positions [n, 1] -> logits [n, V] (a view of a static buffer: use before the next step)."""
-        n = tokens.shape[0]
-        kv_len = bucket_kv_len(kv_len, self.cache.max_len)
-        self.tokens[:n].copy_(tokens)
-        self.positions[:n].copy_(positions)
+    def step(self, inputs: StepInputs) -> torch.Tensor:
+        """One decode step -> logits [n, V] (a view of a static buffer: use before the next step)."""
+        n = inputs.n
+        kv_len = bucket_kv_len(inputs.kv_len, self.cache.max_len)
+        for buffer, value in ((self.tokens, inputs.tokens), (self.positions, inputs.positions),
+                              (self.slots, inputs.slots), (self.visible, inputs.visible)):
+            buffer[:n].copy_(value)
         graph = self.graphs.get((n, kv_len))
         if graph is None:
             graph = self._capture(n, kv_len)

@@ -3,7 +3,8 @@
 Callers `submit()` page requests (image views + prompt ids + limits) from any thread and get a
 `concurrent.futures.Future` back (`asubmit`/`astream` for asyncio, `stream` for a token iterator).
 A worker thread (it exits after IDLE_EXIT_S without work) keeps up to `max_batch` pages in flight, each in one
-row ("slot") of a static cache [layers, max_batch, H, max_seq_len, hd]:
+row ("slot") of a static cache [layers, max_batch, H, row_len, hd] (row_len = max_seq_len, or prompt + window
+under R-SWA):
 
 - each step admits up to `max_prefill_pages` waiting pages into free slots: their views are encoded
   together (vision batched across pages), then each prompt is prefilled into its slot; admitting a few
@@ -39,6 +40,7 @@ from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
 
 logger = logging.getLogger(__name__)
 _DONE = object()
+DEFAULT_ROW_LEN = 8192  # R-SWA models: KV slots per page by default (prompt + window), as long as v1's rows
 IDLE_EXIT_S = 30.0  # an idle worker thread exits after this long
 _LIVE_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 __all__ = ["Engine", "PageRequest", "PageOutput"]
@@ -49,7 +51,11 @@ class Engine:
 
     Args:
         max_batch: pages in flight (KV cache rows). None: from the memory budget below.
-        max_seq_len: prompt + new tokens per page (KV cache length). None: the model's 8192.
+        max_seq_len: prompt + new tokens per page (positions). None: the model's context (v1 8192,
+            Unlimited-OCR 32768). It is also each page's KV cache length, except under R-SWA.
+        max_prompt_len: R-SWA models only (Unlimited-OCR): the longest prompt a page may have; its KV cache
+            row holds that plus the window, however long the answer (None: 8192 - window, rows as long as
+            v1's; any single Gundam page, up to 32 tiles, or up to 29 pages in one pass).
         memory_fraction: share of free GPU memory the KV cache may take when max_batch is None (default 0.5:
             room is left for another model, e.g. a RAG app's embedder; benchmarks set max_batch).
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
@@ -59,12 +65,18 @@ class Engine:
 
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
                  memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
-                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None) -> None:
+                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None, max_prompt_len: int | None = None) -> None:
         self.model = model
-        self.max_seq_len = max_seq_len or model.config.decoder.max_position_embeddings
-        self.max_batch = max_batch or plan_max_batch(model, self.max_seq_len, memory_fraction, max_batch_tokens)
+        d = model.config.decoder
+        self.max_seq_len = max_seq_len or d.max_position_embeddings
+        self.window = d.sliding_window
+        if self.window is None:
+            self.row_len = self.max_seq_len
+        else:  # R-SWA: a row holds the prompt and a ring of `window` generated tokens
+            self.row_len = min(self.max_seq_len, (max_prompt_len or DEFAULT_ROW_LEN - self.window) + self.window)
+        self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens)
         self.max_prefill_pages = max(1, max_prefill_pages)
-        self.cache = KVCache(model.config.decoder, self.max_batch, self.max_seq_len, model.device, model.dtype)
+        self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
         self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
@@ -73,7 +85,8 @@ class Engine:
         self._worker: threading.Thread | None = None
         self._closed = False
         _LIVE_ENGINES.add(self)
-        logger.info("engine: max_batch %d, max_seq_len %d, cuda graphs %s", self.max_batch, self.max_seq_len,
+        logger.info("engine: max_batch %d, max_seq_len %d, KV row %d%s, cuda graphs %s", self.max_batch,
+                    self.max_seq_len, self.row_len, f" (R-SWA window {self.window})" if self.window else "",
                     bool(self.graphs))
 
     # ---- submission API (any thread) ----------------------------------------------------------
@@ -135,6 +148,9 @@ class Engine:
         need = len(r.input_ids) + r.max_new_tokens
         if need > self.max_seq_len:
             raise ValueError(f"prompt + max_new_tokens = {need} exceeds max_seq_len {self.max_seq_len}")
+        if self.window is not None and len(r.input_ids) + min(r.max_new_tokens, self.window) > self.row_len:
+            raise ValueError(f"a prompt of {len(r.input_ids)} tokens and the R-SWA window {self.window} exceed the "
+                             f"KV row of {self.row_len}: build the engine with a larger max_prompt_len")
         placeholders = int((torch.as_tensor(r.input_ids) == self.model.image_token_id).sum())
         image_tokens = sum(v.num_image_tokens for v in r.images)
         if placeholders != image_tokens:
@@ -143,7 +159,7 @@ class Engine:
 
     # ---- worker thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device)
+        state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device, self.window)
         with torch.inference_mode():
             while True:
                 with self._cond:
@@ -218,15 +234,16 @@ class Engine:
         step = state.next_inputs(self.model.device)
         if step is None:
             return
-        n, tokens, positions, kv_len = step
+        n = step.n
         if self.graphs is not None:
             try:
-                state.logits[:n] = self.graphs.step(tokens, positions, kv_len)
+                state.logits[:n] = self.graphs.step(step)
                 return
             except GraphCaptureError as e:  # keep serving, eagerly, rather than fail every page
                 logger.warning("%s; decoding eagerly from now on", e)
                 self.graphs = None
-        state.logits[:n] = decode_step(self.model, tokens, positions, self.cache.prefix(n), kv_len)
+        state.logits[:n] = decode_step(self.model, step.tokens, step.positions, self.cache.prefix(n), step.kv_len,
+                                       step.slots, step.visible)
 
 
 @atexit.register

@@ -4,7 +4,8 @@
 logits; `decode_step` does the same for one token per row. The one-sequence `generate` below, the batched
 engine and the CUDA graphs all call these two, and `bucket_kv_len` is the one place attention lengths are
 rounded. `generate` is the simple, faithful path (the yardstick for the engine): stop at EOS (kept as the
-last id, as HF `generate` does) or after `max_new_tokens`, optional official n-gram guard.
+last id, as HF `generate` does) or after `max_new_tokens`, optional official n-gram guard. A model with
+a sliding window (Unlimited-OCR) decodes with R-SWA over a ring after the prompt.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..family.spec import DEFAULT_MAX_NEW_TOKENS
-from ..modeling.decoder import KVCache
+from ..modeling.decoder import KVCache, ring_slot
 from ..modeling.preprocess import ImageViews
 from .ngram import apply_ngram_guard
 
@@ -39,9 +40,19 @@ def prefill(model, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_
     return model.lm_head(h[:, -1]).float()  # only the last position needs the 129k-wide head
 
 
-def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int) -> torch.Tensor:
-    """One token per row: tokens, positions [B, 1] -> float32 logits [B, V]."""
-    return prefill(model, model.model.embed_tokens(tokens), positions, cache, kv_len)
+def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int,
+                slots: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row: tokens, positions [B, 1] -> float32 logits [B, V]. Under R-SWA, `slots` and
+    `visible` [B, 1] address the ring (decoder.ring_slot); by default both are the positions."""
+    h = model.hidden(model.model.embed_tokens(tokens), positions, cache, bucket_kv_len(kv_len, cache.max_len),
+                     slots, visible)
+    return model.lm_head(h[:, -1]).float()
+
+
+def cache_len(model, prompt_len: int, max_new_tokens: int) -> int:
+    """KV slots one sequence needs: prompt + new tokens, or prompt + window under R-SWA."""
+    window = model.config.decoder.sliding_window
+    return prompt_len + (max_new_tokens if window is None else min(max_new_tokens, window))
 
 
 @torch.inference_mode()
@@ -57,7 +68,8 @@ def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), 
     T = ids.shape[1]
     eos = model.eos_token_id if eos_id is None else eos_id
     whitelist = set(whitelist)
-    cache = KVCache(model.config.decoder, 1, T + max_new_tokens, device, model.dtype)
+    window = model.config.decoder.sliding_window
+    cache = KVCache(model.config.decoder, 1, cache_len(model, T, max_new_tokens), device, model.dtype)
     logits = prefill(model, model.embed(ids, images), torch.arange(T, device=device)[None], cache, T)  # (1, V)
     out: list[int] = []
     kept: list[torch.Tensor] = []
@@ -71,6 +83,8 @@ def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), 
             return Generation(out, "eos", kept)
         if i + 1 == max_new_tokens:
             break
+        slot, visible = ring_slot(T + i, T, window)
         logits = decode_step(model, torch.tensor([[nxt]], device=device), torch.tensor([[T + i]], device=device),
-                             cache, T + i + 1)
+                             cache, visible + 1, torch.tensor([[slot]], device=device),
+                             torch.tensor([[visible]], device=device))
     return Generation(out, "length", kept)
