@@ -57,7 +57,7 @@ def request_image(body: dict) -> Image.Image:
 
 
 def request_prompt(body: dict) -> str:
-    return body["messages"][0]["content"][1]["text"]
+    return body["messages"][0]["content"][-1]["text"]
 
 
 def model_answer(engine: Any, mode: str, strip_special_tokens: bool = False) -> Callable[[dict, int], Reply]:

@@ -160,20 +160,29 @@ UNLIMITED = ("<|det|>image [383, 87, 497, 171]<|/det|>\n<|det|>title [333, 201, 
              "IMPROVEMENT\nSUGGESTION/SOLUTION FORM\n<|det|>text [100, 300, 900, 400]<|/det|>Name: ____")
 
 
+@pytest.mark.parametrize("hint", [None, "det_label", "ref_det"])
 @pytest.mark.parametrize("stripped", [False, True], ids=["tagged", "special-tokens-stripped"])
-def test_unlimited_ocr_det_label_dialect(stripped):
+def test_unlimited_ocr_det_label_dialect(stripped, hint):
+    """Recognised by itself: the model's hint only orders the attempts."""
     text = UNLIMITED.replace("<|det|>", "").replace("<|/det|>", "") if stripped else UNLIMITED
-    page = parse_page(text, 1000, 2000, "px", box_syntax="det_label")
+    page = parse_page(text, 1000, 2000, "px", box_syntax=hint)
     assert [(e.label, e.bbox_norm) for e in page.elements] == [
         ("image", (383, 87, 497, 171)), ("title", (333, 201, 556, 230)), ("text", (100, 300, 900, 400))]
     assert page.elements[1].text.startswith("R&D QUALITY IMPROVEMENT") and page.elements[1].bbox[1] == round(201 / 999 * 2000, 2)
     assert page.markdown.startswith("[image 0_0]\n\nR&D QUALITY") and "[333" not in page.markdown and "<|" not in page.markdown
     assert page.status == "ok"
-    v1 = "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 60]]<|/det|>\n# Heading"  # the dialect also reads v1's form
-    assert [e.label for e in parse_page(v1, 100, 100, box_syntax="det_label").elements] == ["title"]
-    assert not any(e.bbox for e in parse_page(text, 1000, 2000).elements)  # v1's dialect does not guess boxes
-    cut = parse_page(UNLIMITED[:60], 1000, 2000, box_syntax="det_label")  # cut inside the second tag
+    v1 = "<|ref|>title<|/ref|><|det|>[[10, 20, 300, 60]]<|/det|>\n# Heading"  # v1's form under either hint
+    assert [e.label for e in parse_page(v1, 100, 100, box_syntax=hint).elements] == ["title"]
+    v1_stripped = "title[[10, 20, 300, 60]]\n# Heading"
+    assert [e.bbox_norm for e in parse_page(v1_stripped, 100, 100, box_syntax=hint).elements] == [(10, 20, 300, 60)]
+    cut = parse_page(UNLIMITED[:60], 1000, 2000, box_syntax=hint)  # cut inside the second tag
     assert [e.label for e in cut.elements][:1] == ["image"] and cut.status == "truncated"
+
+
+def test_a_page_of_a_multi_page_answer_drops_its_page_marker():
+    page = parse_page("<PAGE>\n" + UNLIMITED, 1000, 2000)
+    assert page.elements[0].label == "image" and "<PAGE>" not in page.markdown
+    assert "<PAGE>" in parse_page("text about the <PAGE> tag", 100, 100).markdown  # only a leading marker goes
 
 
 def test_the_pipeline_reads_its_models_box_dialect():

@@ -230,3 +230,24 @@ def test_an_ollama_or_llama_cpp_style_endpoint():
         (r,) = pipe.run_pages([_page_image(page())])
     assert server.bodies[0]["model"] == "deepseek-ocr:3b" and "vllm_xargs" in server.bodies[0]  # sent, ignored
     assert r.status == "ok" and [e.label for e in r.elements] == ["title", "text"] and r.text_tokens == 42
+
+
+def test_unlimited_ocr_served_by_vllm_multi_page_and_its_box_dialect():
+    """Served Unlimited-OCR: the family is known by its id (prompt, guard), a multi-page pass is one request
+    with one image part per page, and the answer (special tokens kept or not) splits and parses per page."""
+    def answer(body, n):
+        images = [p for p in body["messages"][0]["content"] if p["type"] == "image_url"]
+        pages = "".join(f"<PAGE><|det|>title [100, 50, 900, 120]<|/det|>Page {k + 1}\n" for k in range(len(images)))
+        return ok(pages if len(images) > 1 else pages.removeprefix("<PAGE>"))
+
+    with ChatServer(answer) as server:
+        settings = EngineSettings(model="baidu/Unlimited-OCR", base_url=server.url, engine="openai", options=FAST)
+        pipe = OCRPipeline(settings, ocr=OCRSettings(pages_per_pass=2))
+        results = list(pipe.run(PDF / "multi_page.pdf", pages="1-3"))
+    assert [r.markdown for r in results] == ["Page 1", "Page 2", "Page 1"]  # two in a pass, the third alone
+    assert all(r.elements[0].bbox_norm == (100, 50, 900, 120) and r.unit == "pt" for r in results)
+    second, first = sorted(server.bodies, key=lambda b: len(b["messages"][0]["content"]))
+    assert [p["type"] for p in first["messages"][0]["content"]] == ["image_url", "image_url", "text"]
+    assert request_prompt(first) == "Multi page parsing." and request_prompt(second) == "document parsing."
+    assert first["vllm_xargs"] == {"ngram_size": 35, "window_size": 1024, "whitelist_token_ids": []}
+    assert second["vllm_xargs"] == {"ngram_size": 35, "window_size": 128, "whitelist_token_ids": []}

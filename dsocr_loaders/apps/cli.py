@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
   dsocr convert scans/ invoices/*.pdf -o out/ --pages 1-3 --figures --layout
   dsocr convert poster.png -o out/ --task free_ocr --mode large
+  dsocr convert book.pdf -o out/ --model baidu/Unlimited-OCR --pages-per-pass 8   # several pages per pass
+  dsocr convert scan.pdf -o out/ --model deepseek-ai/DeepSeek-OCR-2
   dsocr convert report.pdf -o out/ --engine openai --base-url http://localhost:8000/v1   # vLLM / SGLang
   DSOCR_API_KEY=... dsocr convert report.pdf -o out/ --engine openai --base-url https://host/v1 --model NAME
 
@@ -63,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=_HelpFormatter, epilog=EXAMPLES)
     c.add_argument("inputs", nargs="+", help="PDF or image files, or folders of them")
     c.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    c.add_argument("--task", default=None, help="official prompt by name (default: the model's, markdown for v1): "
-                   "markdown, ocr, free_ocr, figure, describe, locate")
+    c.add_argument("--task", default=None, help="official prompt by name (default: the model's, markdown): "
+                   "markdown, ocr, free_ocr, figure, describe, locate (v1, DeepSeek-OCR-2); Unlimited-OCR: markdown")
     c.add_argument("--locate-text", default=None, help="text to find with --task locate")
     c.add_argument("--mode", default=S.default_mode(), help=f"resolution mode of the model (None: its own, gundam "
                    f"for v1; $DSOCR_MODE); registered: {', '.join(known_modes())}")
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
+    c.add_argument("--pages-per-pass", type=int, default=1, help="Unlimited-OCR: read up to N pages of a file in "
+                   "one pass (its multi-page mode), split back per page")
     c.add_argument("--dpi", type=float, default=S.DEFAULT_DPI, help="PDF rendering resolution (official: 144)")
     c.add_argument("--password", default=None, help="password of encrypted PDFs")
     c.add_argument("--engine", default="local", choices=S.ENGINES,
@@ -120,7 +124,7 @@ def convert(args: argparse.Namespace) -> int:
     try:
         engine = S.EngineSettings(args.model, args.device, args.engine, args.base_url, options=options)
         ocr = S.OCRSettings(task=args.task, locate_text=args.locate_text, mode=args.mode,
-                            max_new_tokens=args.max_new_tokens)
+                            max_new_tokens=args.max_new_tokens, pages_per_pass=args.pages_per_pass)
         pipe = OCRPipeline(engine, ocr=ocr, render=S.RenderSettings(dpi=args.dpi),
                            output=S.OutputSettings(args.table_format, args.figures), on_error="page", cache=cache)
         if not any(True for _ in iter_inputs(args.inputs, pipe.render.glob)):

@@ -4,10 +4,11 @@ The grounding format (ARCHITECTURE.md §8.1) puts a tag pair before each block's
 `<|ref|>label<|/ref|><|det|>[[x0, y0, x1, y1], ...]<|/det|>` with integer boxes on a 0-999 grid over
 the page image (pixels = v / 999 * size, as the official scripts draw them; docling divides by 1000).
 Servers that skip special tokens leave `label[[x0, y0, x1, y1]]` at the start of a line: both forms
-parse. Unlimited-OCR's dialect (`box_syntax="det_label"`, FAMILY.md §3.6) writes one box per block as
-`<|det|>label [x0, y0, x1, y1]<|/det|>` followed by its content (`label [x0, y0, x1, y1]` once stripped); that
-dialect also accepts v1's form, as its reference parser does. Boxes are read with a regular expression, never eval. Truncated output (no closing tag, no
-EOS) keeps every complete box and all text.
+parse. Unlimited-OCR's dialect ("det_label", FAMILY.md §3.6) writes one box per block as
+`<|det|>label [x0, y0, x1, y1]<|/det|>` followed by its content (`label [x0, y0, x1, y1]` once stripped).
+Both dialects are recognised without being named, so text from any server parses. Boxes are read with a
+regular expression, never eval. Truncated output (no closing tag, no EOS) keeps every complete box and all
+text.
 
 Markdown follows the official clean-up (§8.2): tags removed, each `image` block replaced by a link to
 its crop, `\\coloneqq` -> `:=`, `\\eqqcolon` -> `=:`, runs of blank lines collapsed, plus the eval
@@ -16,6 +17,7 @@ script's removal of `<center>` and trailing spaces on lines. Tables stay HTML un
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from .results import Element, PageResult
@@ -31,6 +33,7 @@ BOX = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+
 LEFTOVER_TAGS = re.compile(r"<\|/?(?:ref|det|grounding)\|>|<｜▁pad▁｜>")
 KNOWN_TAGS = ("<|ref|>", "<|/ref|>", "<|det|>", "<|/det|>", EOS_TEXT)
 GRID = 999
+PAGE_START = re.compile(r"\A\s*<PAGE>[ \t]*\n?")  # Unlimited-OCR starts each page of a multi-page answer so
 
 
 def parse_boxes(coords: str) -> list[tuple[int, int, int, int]]:
@@ -42,19 +45,7 @@ def parse_boxes(coords: str) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def _matches(text: str, syntax: str = "ref_det") -> list[tuple[int, int, str, str, bool]]:
-    """(start, end, label, coords, closed) for every tag pair, tagged form first, else stripped form."""
-    if syntax not in SYNTAXES:
-        raise ValueError(f"unknown box syntax {syntax!r}; this parser reads {SYNTAXES}")
-    for tagged in (DET_LABEL, TAGGED) if syntax == "det_label" else (TAGGED,):
-        found = [(m.start(), m.end(), m.group("label").strip(), m.group("coords"), bool(m.group("close")))
-                 for m in tagged.finditer(text)]
-        if found:
-            return found
-    if syntax == "det_label":
-        found = [(m.start(), m.end(), m.group("label"), m.group("coords"), True) for m in DET_STRIPPED.finditer(text)]
-        if found:
-            return found
+def _stripped_v1(text: str) -> list[tuple[int, int, str, str, bool]]:
     out = []
     for m in STRIPPED.finditer(text):
         coords = m.group("coords")
@@ -62,6 +53,34 @@ def _matches(text: str, syntax: str = "ref_det") -> list[tuple[int, int, str, st
         if parse_boxes(coords) or m.end() == len(text.rstrip()):
             out.append((m.start(), m.end(), m.group("label").strip(), coords, closed))
     return out
+
+
+def _stripped_det_label(text: str) -> list[tuple[int, int, str, str, bool]]:
+    return [(m.start(), m.end(), m.group("label"), m.group("coords"), True) for m in DET_STRIPPED.finditer(text)]
+
+
+def _tagged(pattern: re.Pattern) -> Callable[[str], list[tuple[int, int, str, str, bool]]]:
+    return lambda text: [(m.start(), m.end(), m.group("label").strip(), m.group("coords"), bool(m.group("close")))
+                         for m in pattern.finditer(text)]
+
+
+# Readers of each dialect, tagged forms before stripped ones; a hint only says which dialect to try first.
+READERS = {"ref_det": (_tagged(TAGGED), _stripped_v1), "det_label": (_tagged(DET_LABEL), _stripped_det_label)}
+
+
+def _matches(text: str, syntax: str | None = None) -> list[tuple[int, int, str, str, bool]]:
+    """(start, end, label, coords, closed) for every box tag, in the first form that finds any. Either dialect
+    is recognised by itself (text from any server parses); `syntax` (the model's) is tried first."""
+    if syntax is not None and syntax not in SYNTAXES:
+        raise ValueError(f"unknown box syntax {syntax!r}; this parser reads {SYNTAXES}")
+    first = syntax or "ref_det"
+    order = [first] + [s for s in SYNTAXES if s != first]
+    for form in (0, 1):  # tagged in either dialect beats stripped in either
+        for dialect in order:
+            found = READERS[dialect][form](text)
+            if found:
+                return found
+    return []
 
 
 def _strip_dangling_tag(text: str) -> str:
@@ -112,7 +131,7 @@ def figure_placeholder(figure_id: str) -> str:
 
 def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, page: int = 0,
                image: Any = None, finish_reason: str | None = None, table_format: str = "html",
-               box_syntax: str = "ref_det") -> PageResult:
+               box_syntax: str | None = None) -> PageResult:
     """Post-process the raw output of one page of size width x height (in `unit`).
 
     Args:
@@ -120,14 +139,15 @@ def parse_page(raw_text: str, width: float, height: float, unit: str = "px", *, 
         image: the page image the model saw (PIL); when given, `image` blocks are cropped from it.
         finish_reason: "eos" | "length" when known; "length" marks the page truncated.
         table_format: "html" (as the model writes) or "markdown" (pipe tables, spans repeated).
-        box_syntax: the model's dialect (its spec's `box_syntax`): "ref_det" (v1, OCR-2) or "det_label".
+        box_syntax: the dialect to try first, "ref_det" (v1, OCR-2) or "det_label" (Unlimited-OCR); None: v1's
+            first. Either is recognised without it.
 
     A figure (`image` block) is written as a labelled placeholder, `[image {page}_{k}]`: it becomes a link
     (`![image](...)`) only where its crop is saved to a file (`ids.save_figures`), so no link points nowhere.
     """
     if finish_reason is None and EOS_TEXT in raw_text:
         finish_reason = "eos"
-    cut = raw_text.split(EOS_TEXT)[0]
+    cut = PAGE_START.sub("", raw_text.split(EOS_TEXT)[0], count=1)
     text = _strip_dangling_tag(cut)
     matches = _matches(text, box_syntax)
     elements: list[Element] = []

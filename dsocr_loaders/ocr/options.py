@@ -30,6 +30,7 @@ class LoaderOptions:
         engine_options: more keywords for the engine class, e.g. {"concurrency": 16}.
         task, prompt, locate_text, mode, max_crops, max_new_tokens, ngram_size, window_size: what the model is
             asked (see OCRSettings; None is the model's own default).
+        pages_per_pass: Unlimited-OCR only: read up to this many pages of a file in one pass, split back per page.
         dpi: PDF rendering resolution. table_format: "html" | "markdown".
         pages: "1-3,7" (1-based) or 0-based ints; password: for encrypted PDFs.
         split: "page" (one Document per page), "single" (one per file, pages joined with `pages_delimiter`)
@@ -55,6 +56,7 @@ class LoaderOptions:
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     ngram_size: int | None = None
     window_size: int | None = None
+    pages_per_pass: int = 1
     dpi: float = DEFAULT_DPI
     table_format: str = DEFAULT_TABLE_FORMAT
     pages: Pages = None
@@ -104,7 +106,7 @@ class LoaderOptions:
             engine = EngineSettings(self.model, self.device, engine or "local", self.base_url, self.api_key,
                                     dict(self.engine_options or {}))
         ocr = OCRSettings(self.task, self.prompt, self.locate_text, self.mode, self.max_crops, self.max_new_tokens,
-                          self.ngram_size, self.window_size)
+                          self.ngram_size, self.window_size, pages_per_pass=self.pages_per_pass)
         figures = self.figures_dir is not None if extract_figures is None else extract_figures
         return OCRPipeline(engine, ocr=ocr, render=RenderSettings(dpi=self.dpi),
                            output=OutputSettings(self.table_format, figures), on_error=self.on_error, cache=self.cache)

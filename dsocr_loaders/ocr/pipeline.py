@@ -22,6 +22,7 @@ from .cache import ResultCache, page_key
 from .engines import make_engine
 from .errors import EngineUnavailableError
 from .grounding import parse_page
+from .multipage import submit_pass
 from .results import PageResult
 from .settings import DEFAULT_ON_ERROR, ON_ERROR, PASSWORD_HINT, EngineSettings, OCRSettings, OutputSettings, RenderSettings
 from .sources import PageImage, Pages, Source, render_pages
@@ -66,6 +67,7 @@ class OCRPipeline:
             self._engine_settings, self._engine = None, make_engine(engine)
             self.spec = getattr(engine, "spec", None) or DEEPSEEK_OCR
         self.settings = (ocr or OCRSettings()).resolve(self.spec)  # a mode or task the model lacks fails here
+        self._pass_guard = (ocr or OCRSettings()).pass_guard(self.spec) if self.settings.pages_per_pass > 1 else None
         self._settings_key = self.settings.key()  # settings are frozen: hash them once, not per page
         self.render, self.output = render or RenderSettings(), output or OutputSettings()
         self.on_error, self.max_in_flight = on_error, max_in_flight
@@ -118,8 +120,8 @@ class OCRPipeline:
         """Submit pages ahead (bounded window) and yield their results in order."""
         window: deque[tuple[Item, Any]] = deque()
         try:
-            for item in items:
-                window.append((item, self._submit(item)))
+            for group in self._passes(items):
+                window.extend(zip((item for item, _ in group), self._submit(group)))
                 # read each time: a lazily loaded engine knows its batch size only once loaded
                 limit = self.max_in_flight or getattr(self._engine, "max_in_flight", 32)
                 while len(window) >= limit:
@@ -137,29 +139,59 @@ class OCRPipeline:
         return getattr(self.engine, "identity", type(self.engine).__name__)
 
     # ---- internals -------------------------------------------------------------------------------
-    def _submit(self, item: Item) -> Any:
-        """The page's future (answered from the cache, or by the engine), or the exception raised on submit.
+    def _passes(self, items: Iterable[Item]) -> Iterator[list[tuple[Item, Any]]]:
+        """(item, cache key or cached answer) groups: one page each, or with pages_per_pass > 1 up to that many
+        consecutive pages of one source that still need the model (failed and cached pages go alone)."""
+        n = self.settings.pages_per_pass
+        group: list[tuple[Item, Any]] = []
+        for item in items:
+            lookup = self._lookup(item)
+            joins = n > 1 and not isinstance(item, PageResult) and not item.error and not isinstance(lookup, Future)
+            if group and (not joins or len(group) == n or item.source != group[0][0].source):
+                yield group
+                group = []
+            if joins:
+                group.append((item, lookup))
+            else:
+                yield [(item, lookup)]
+        if group:
+            yield group
+
+    def _lookup(self, item: Item) -> Any:
+        """The page's cache key (str), its cached answer (a done Future), or None (failed page, no cache)."""
+        if isinstance(item, PageResult) or item.error or self.cache is None or not self.cache.enabled:
+            return None
+        key = page_key(item.image, self._settings_key, self.engine_identity)
+        hit = self.cache.get(key)
+        if hit is None:
+            return key
+        done: Future = Future()
+        done.set_result(hit)
+        return done
+
+    def _submit(self, group: list[tuple[Item, Any]]) -> list[Any]:
+        """Each page's future (answered from the cache, or by the engine), or the exception raised on submit.
         A fresh answer is written to the cache as soon as it arrives, not when its turn to be yielded comes,
         so a kill loses no finished page, even one behind a slow page."""
-        if isinstance(item, PageResult) or item.error:
-            return None
+        item, lookup = group[0]
+        if len(group) == 1 and (isinstance(item, PageResult) or item.error or isinstance(lookup, Future)):
+            return [lookup]
         s = self.settings
-        key = None
-        if self.cache is not None and self.cache.enabled:
-            key = page_key(item.image, self._settings_key, self.engine_identity)
-            hit = self.cache.get(key)
-            if hit is not None:
-                done: Future = Future()
-                done.set_result(hit)
-                return done
+        single = OCRRequest(item.image, s.prompt, s.mode, s.max_crops, s.max_new_tokens, s.ngram_size,
+                            s.window_size, s.whitelist)
         try:
-            future = self.engine.submit(OCRRequest(item.image, s.prompt, s.mode, s.max_crops, s.max_new_tokens,
-                                                   s.ngram_size, s.window_size, s.whitelist))
+            if len(group) == 1:
+                futures = [self.engine.submit(single)]
+            else:
+                n, w, wl = self._pass_guard
+                request = OCRRequest(None, self.spec.multi_page_prompt_for(len(group)), self.spec.multi_page_mode,
+                                     s.max_crops, s.max_new_tokens, n or 0, w, wl)
+                futures = submit_pass(self.engine, [i.image for i, _ in group], request, single, self.spec.page_marker)
         except EngineUnavailableError:
             raise
         except Exception as e:  # e.g. an engine that refuses the request up front
-            return e
-        return future if key is None else _stored(future, self.cache, key)
+            return [e] * len(group)
+        return [f if key is None else _stored(f, self.cache, key) for f, (_, key) in zip(futures, group)]
 
     def _result(self, item: Item, future: Any) -> PageResult:
         if isinstance(item, PageResult):
@@ -193,12 +225,16 @@ class OCRPipeline:
         result.width, result.height, result.unit = item.width, item.height, item.unit
         result.doc_metadata = item.doc_metadata
         result.timings["render_s"] = item.render_s
+        in_pass = result.timings.get("pass_pages", 1) > 1  # read with other pages, in the multi-page mode
+        mode = self.spec.multi_page_mode if in_pass else s.mode
         if item.image is not None:
             w, h = item.image.size
-            result.vision_tokens = self.spec.image_token_count(w, h, s.mode, s.max_crops)
-            result.valid_vision_tokens = self.spec.valid_vision_tokens(w, h, s.mode, s.max_crops)
-        result.settings = {"task": s.task, "mode": s.mode, "model": self.engine_identity,
+            result.vision_tokens = self.spec.image_token_count(w, h, mode, s.max_crops)
+            result.valid_vision_tokens = self.spec.valid_vision_tokens(w, h, mode, s.max_crops)
+        result.settings = {"task": s.task, "mode": mode, "model": self.engine_identity,
                            "settings_key": self._settings_key}
+        if in_pass:
+            result.settings["pages_per_pass"] = int(result.timings["pass_pages"])
         return result
 
 

@@ -49,6 +49,7 @@ DEFAULT_ON_ERROR = None  # "raise" for one input, "page" for a folder or a list
 SPLITS = ("page", "single", "elements")
 DEFAULT_SPLIT = "page"
 ENGINES = ("local", "openai")
+PASS_PROMPT_ALLOWANCE = 32  # BOS and the multi-page instruction's text tokens, generously
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,13 @@ class OCRSettings:
     ngram_size: int | None = None  # the official PDF guard (v1: 20 within 50); 0 turns it off
     window_size: int | None = None
     whitelist: tuple[int, ...] | None = None  # ids the guard never bans (v1: <td>, </td>)
+    pages_per_pass: int = 1  # >1: pages read together in one pass (Unlimited-OCR), split back per page
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
+        if self.pages_per_pass < 1:
+            raise ValueError("pages_per_pass must be >= 1")
         if self.prompt is not None and self.prompt.count("<image>") != 1:
             raise ValueError("a raw prompt must contain exactly one '<image>' (e.g. '<image>\\nFree OCR.')")
 
@@ -99,13 +103,37 @@ class OCRSettings:
         spec.mode(mode)
         n, w, wl = resolve_guard(spec, self.ngram_size, self.window_size, self.whitelist)
         crops = spec.check_crops(spec.max_crops if self.max_crops is None else self.max_crops)
+        if self.pages_per_pass > 1:
+            check_pass_budget(spec, self.pages_per_pass, self.max_new_tokens)
+            if self.prompt is not None or task != spec.default_task:
+                raise ValueError("pages_per_pass > 1 reads pages with the model's multi-page prompt: leave task and "
+                                 "prompt at their defaults")
         return dataclasses.replace(self, task=task if self.prompt is None else "prompt", prompt=prompt,
                                    mode=mode, max_crops=crops, ngram_size=n or 0,
                                    window_size=w, whitelist=wl)
 
+    def pass_guard(self, spec: ModelSpec) -> tuple[int | None, int | None, tuple[int, ...]]:
+        """The n-gram guard of a multi-page pass: the one asked for, else the spec's multi-page guard
+        (Unlimited-OCR: 35 within 1024). Call on unresolved settings (None still means "the model's")."""
+        return resolve_guard(dataclasses.replace(spec, document_guard=spec.multi_page_guard), self.ngram_size,
+                             self.window_size, self.whitelist)
+
     def key(self) -> str:
         """A stable digest of everything that changes the model's output (of resolved settings)."""
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_pass_budget(spec: ModelSpec, pages: int, max_new_tokens: int) -> None:
+    """Up front: `pages` images in the multi-page mode, the prompt and the answer must fit the context."""
+    if not spec.multi_page:
+        raise ValueError(f"{spec.name} reads one page per pass: pages_per_pass must be 1 (Unlimited-OCR reads several)")
+    per_page = spec.image_token_count(1, 1, spec.multi_page_mode)
+    prompt = per_page * pages + PASS_PROMPT_ALLOWANCE
+    if prompt + max_new_tokens > spec.context_length:
+        fit = (spec.context_length - max_new_tokens - PASS_PROMPT_ALLOWANCE) // per_page
+        raise ValueError(f"{pages} pages x {per_page} image tokens + max_new_tokens {max_new_tokens} exceed "
+                         f"{spec.name}'s context of {spec.context_length} tokens: at most {max(fit, 0)} pages per pass "
+                         f"with this max_new_tokens")
 
 
 @dataclass(frozen=True)

@@ -28,14 +28,18 @@ def resolve_guard(spec: ModelSpec, ngram_size: int | None, window_size: int | No
 
 @dataclass(frozen=True)
 class OCRRequest:
-    image: Any  # PIL RGB page image
-    prompt: str  # with one "<image>"
+    image: Any  # PIL RGB page image, or a tuple of them read in one pass (a multi-page prompt)
+    prompt: str  # with one "<image>" per image
     mode: str | None = None  # None: the model's default mode
     max_crops: int | None = None  # None: the model's default tile cap
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     ngram_size: int | None = None  # None: the model's official guard; 0: off
     window_size: int | None = None
     whitelist: tuple[int, ...] | None = None  # None: the spec's (v1: <td>, </td>)
+
+    @property
+    def images(self) -> tuple[Any, ...]:
+        return self.image if isinstance(self.image, tuple) else (self.image,)
 
     def resolve(self, spec: ModelSpec) -> "OCRRequest":
         """A copy with every default filled from `spec` (mode and tile cap checked against it)."""

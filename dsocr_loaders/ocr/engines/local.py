@@ -141,12 +141,12 @@ class LocalEngine:
         try:
             t0 = time.perf_counter()
             request = request.resolve(self.spec)
-            views = preprocess_image(request.image, request.mode, request.max_crops, self.spec)
-            ids = self._model.build_input_ids(request.prompt, [views])
+            views = [preprocess_image(image, request.mode, request.max_crops, self.spec) for image in request.images]
+            ids = self._model.build_input_ids(request.prompt, views)
             room = self._engine.max_seq_len - len(ids)
             if room < 1:
                 raise ValueError(f"the prompt takes {len(ids)} of {self._engine.max_seq_len} tokens: no room to answer")
-            page = PageRequest(ids, [views], min(request.max_new_tokens, room), request.ngram_size,
+            page = PageRequest(ids, views, min(request.max_new_tokens, room), request.ngram_size,
                                request.window_size, request.whitelist)
             t_pre = time.perf_counter() - t0
             inner = self._engine.submit(page)

@@ -1,7 +1,7 @@
 """OpenAIEngine: DeepSeek-OCR behind an OpenAI-compatible server (vLLM, SGLang, Ollama, hosted APIs).
 
-One chat-completions request per page: the page as a PNG data URL, then the task prompt without its
-`<image>` (the server's chat template puts the image first), temperature 0, and, as the vLLM recipe
+One chat-completions request per page (or per multi-page pass: one image part per page): the page as a
+PNG data URL, then the task prompt without its `<image>` tags (the server's chat template puts images first), temperature 0, and, as the vLLM recipe
 serves the model, `skip_special_tokens: false` so the grounding tags survive, plus the n-gram guard's
 per-request arguments in `vllm_xargs` (read by vLLM's `NGramPerReqLogitsProcessor`). A server that
 refuses those extra fields with a 400 is asked again without them, once, and remembered; one that strips
@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
+from dsocr_model.family.registry import spec_for
 from dsocr_model.family.spec import ModelSpec
 
 from ..errors import EngineUnavailableError, RemoteEngineError
@@ -89,13 +89,14 @@ class OpenAIEngine:
         image_format: "png" (lossless, default) or "jpeg".
         ngram_args: send the n-gram guard and `skip_special_tokens: false` (vLLM recipe fields).
         extra_body: more JSON fields merged into every request.
-        spec: the served model's ModelSpec (prompts, guard defaults); default DeepSeek-OCR v1.
+        spec: the served model's ModelSpec (prompts, guard defaults); default: the family `model` names
+            (deepseek-ai/DeepSeek-OCR-2 and baidu/Unlimited-OCR are known by id), else DeepSeek-OCR v1.
     """
 
     def __init__(self, base_url: str, *, model: str = DEFAULT_MODEL, api_key: str | None = None,
                  concurrency: int = 8, timeout: float = 600.0, retries: int = 4, backoff: float = 1.0,
                  max_backoff: float = 30.0, image_format: str = "png", ngram_args: bool = True,
-                 extra_body: dict[str, Any] | None = None, spec: ModelSpec = DEEPSEEK_OCR) -> None:
+                 extra_body: dict[str, Any] | None = None, spec: ModelSpec | None = None) -> None:
         if concurrency < 1 or retries < 0 or timeout <= 0:
             raise ValueError("concurrency >= 1, retries >= 0 and timeout > 0 are required")
         if image_format not in ("png", "jpeg"):
@@ -107,7 +108,7 @@ class OpenAIEngine:
         self.backoff, self.max_backoff, self.image_format = backoff, max_backoff, image_format
         self.ngram_args, self.extra_body = ngram_args, dict(extra_body or {})
         self.identity = f"openai:{self.base_url}#{model}"
-        self.spec = spec
+        self.spec = spec or spec_for(model)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._send_max_tokens = True  # turned off once if the server rejects max_tokens beyond its context
@@ -130,7 +131,8 @@ class OpenAIEngine:
 
     def submit(self, request: OCRRequest) -> Future:
         request = request.resolve(self.spec)
-        if request.mode != self.spec.default_mode and not self._told_mode:
+        several = len(request.images) > 1  # servers read several images of a request without tiles anyway
+        if request.mode != self.spec.default_mode and not several and not self._told_mode:
             self._told_mode = True
             logger.warning("mode=%r is not sent: %s uses its own resolution mode (vLLM: %s)", request.mode,
                            self.base_url, self.spec.default_mode)
@@ -157,11 +159,11 @@ class OpenAIEngine:
     # ---- one page --------------------------------------------------------------------------------
     def _run(self, request: OCRRequest) -> OCRResponse:
         t0 = time.perf_counter()
-        url = image_data_url(request.image, self.image_format)
+        urls = [image_data_url(image, self.image_format) for image in request.images]
         t_encode = time.perf_counter() - t0
         attempt = 0
         while True:
-            body = self._body(request, url)
+            body = self._body(request, urls)
             try:
                 reply = self._post(body)
                 break
@@ -181,12 +183,13 @@ class OpenAIEngine:
         return OCRResponse(text, finish, tokens, {"encode_s": t_encode, "request_s": time.perf_counter() - t0,
                                                   "attempts": float(attempt + 1)})
 
-    def _body(self, request: OCRRequest, url: str) -> dict[str, Any]:
-        prompt = request.prompt.replace("<image>\n", "", 1).replace("<image>", "", 1)
+    def _body(self, request: OCRRequest, urls: list[str]) -> dict[str, Any]:
+        # the images go first as parts (the server's template places them); the text keeps what follows them
+        prompt = request.prompt.replace("<image>\n", "").replace("<image>", "")
+        images = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
         body: dict[str, Any] = {
             "model": self.model_name, "temperature": 0.0,
-            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                                      {"type": "text", "text": prompt}]}],
+            "messages": [{"role": "user", "content": images + [{"type": "text", "text": prompt}]}],
         }
         if self._send_max_tokens:
             body["max_tokens"] = request.max_new_tokens
