@@ -2,8 +2,11 @@
 
     python benchmarks/throughput.py --pages 256 --new-tokens 1000 --max-batch 256 --baseline 2   # GPU
     python benchmarks/throughput.py --tiny --device cpu --pages 4 --new-tokens 4 --max-batch 2    # CI smoke
+    python benchmarks/throughput.py --family unlimited --pages 256 --new-tokens 1000 --max-batch 256
 
-Full size: the official architecture with random bf16 weights (no download). `--baseline K` also runs the
+Full size: the official architecture of `--family` (v1, ocr2, unlimited) with random bf16 weights (no
+download), each family's official document guard; the KV cache row per page is printed (Unlimited-OCR's R-SWA
+row is prompt + 128, v1's and OCR-2's prompt + new tokens). `--baseline K` also runs the
 one-page-at-a-time path (dynamic per-page cache, eager) on K pages in the same process, so the speed-up is a
 ratio from one run.
 """
@@ -18,10 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
+from benchmarks.common import FAMILY_ALIASES, PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
 from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
 from dsocr_model.runtime.generate import generate  # noqa: E402
+from dsocr_model.runtime.memory import kv_bytes_per_token  # noqa: E402
 
 
 def main() -> None:
@@ -32,24 +36,29 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=200)
     ap.add_argument("--max-batch", type=int, default=None, help="default: from free GPU memory (8 on CPU)")
     ap.add_argument("--baseline", type=int, default=0, help="also time the naive path on this many pages")
+    ap.add_argument("--family", default="v1", choices=sorted(FAMILY_ALIASES), help="which architecture")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
-    model = build_model(not args.tiny, args.device, dtype)
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    views = [preprocess_image(synthetic_page(seed=0), "gundam", max_crops=6)]
+    model = build_model(not args.tiny, args.device, dtype, family=args.family)
+    spec = model.spec
+    name = f"{torch.cuda.get_device_name() if cuda else 'cpu'} | {spec.name}"
+    views = [preprocess_image(synthetic_page(seed=0), "gundam", spec=spec)]
     tail = [t % model.config.decoder.vocab_size for t in PROMPT_TAIL]
     ids = torch.tensor([model.bos_token_id] + [model.image_token_id] * views[0].num_image_tokens + tail)
+    guard = spec.document_guard
+    whitelist = set(spec.whitelist_ids)
 
     def requests(n: int) -> list[PageRequest]:
-        return [PageRequest(ids, views, args.new_tokens, ngram_size=20, window_size=50,
-                            whitelist={128821, 128822}, eos_token_id=-1) for _ in range(n)]
+        return [PageRequest(ids, views, args.new_tokens, ngram_size=guard.ngram_size, window_size=guard.window_size,
+                            whitelist=whitelist, eos_token_id=-1) for _ in range(n)]
 
     seq = len(ids) + args.new_tokens
+    rows = {"max_seq_len": seq, "max_prompt_len": len(ids)}  # R-SWA rows hold the prompt and the window only
     # Batch 1 first, on a fresh allocator, so its peak memory is its own.
     b1 = {}
     for graphs in ([False, True] if cuda else [False]):
-        engine1 = Engine(model, max_batch=1, max_seq_len=seq, cuda_graphs=graphs)
+        engine1 = Engine(model, max_batch=1, cuda_graphs=graphs, **rows)
         engine1.generate(requests(1))  # warm-up (captures the graphs it needs)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -68,7 +77,10 @@ def main() -> None:
         print(f"  batch-1 CUDA graphs vs eager: x{b1[True] / b1[False]:.2f} (same run)")
         torch.cuda.empty_cache()
 
-    engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq)
+    engine = Engine(model, max_batch=args.max_batch, **rows)
+    kv_page = kv_bytes_per_token(model) * engine.row_len
+    print(f"{name} | KV cache row per page: {engine.row_len} slots = {kv_page / 2**20:.1f} MiB "
+          f"({len(ids)}-id prompt, {args.new_tokens} new tokens); max_batch {engine.max_batch}")
     sync(args.device)
     t0 = time.perf_counter()
     engine.generate(requests(args.pages))  # cold: captures every graph this schedule needs
@@ -94,8 +106,8 @@ def main() -> None:
         sync(args.device)
         t0 = time.perf_counter()
         for _ in range(args.baseline):
-            generate(model, ids, views, args.new_tokens, eos_id=-1, ngram_size=20, window_size=50,
-                            whitelist={128821, 128822})
+            generate(model, ids, views, args.new_tokens, eos_id=-1, ngram_size=guard.ngram_size,
+                     window_size=guard.window_size, whitelist=whitelist)
         sync(args.device)
         tb = time.perf_counter() - t0
         base_tps = args.baseline * args.new_tokens / tb

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -17,12 +19,13 @@ def test_model_core_benchmark_smoke():
     _assert_positive_rates(out.stdout)
 
 
-def test_throughput_benchmark_smoke():
+@pytest.mark.parametrize("family", ["v1", "unlimited", "ocr2"])
+def test_throughput_benchmark_smoke(family):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--tiny", "--device", "cpu",
-                          "--pages", "3", "--new-tokens", "3", "--max-batch", "2", "--baseline", "1"],
+                          "--pages", "3", "--new-tokens", "3", "--max-batch", "2", "--baseline", "1", "--family", family],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "pages/s" in out.stdout and "speed-up" in out.stdout
+    assert "pages/s" in out.stdout and "speed-up" in out.stdout and "KV cache row per page" in out.stdout
     _assert_positive_rates(out.stdout)
 
 

@@ -106,3 +106,34 @@ def test_pipeline_on_cuda_end_to_end():
     results = list(pipe.run(FIXTURES / "pdf" / "multi_page.pdf"))
     assert [r.page for r in results] == [0, 1, 2, 3, 4]
     assert all(r.status in ("ok", "truncated", "empty") and r.vision_tokens == 903 for r in results)
+
+
+@pytest.mark.parametrize("family", ["deepseek-ocr-2", "unlimited-ocr"])
+def test_family_engine_with_cuda_graphs_equals_eager_and_fp32_equals_generate(family, tmp_path):
+    """On the GPU: the R-SWA ring (Unlimited-OCR, window 4) and OCR-2's encoder under captured graphs give the
+    eager engine's tokens in bf16, and in fp32 the engine gives the one-sequence path's."""
+    from dsocr_model.modeling.preprocess import preprocess_image
+    from dsocr_model.runtime.batch import PageRequest
+    from dsocr_model.runtime.engine import Engine
+    from test_family_parity import _document
+    from tiny_family import write_checkpoint
+
+    folder = write_checkpoint(family, tmp_path / family)
+    for dtype in (torch.bfloat16, torch.float32):
+        model = DeepseekOCR.from_pretrained(folder, device="cuda", dtype=dtype)
+        reqs, singles = [], []
+        for i, (size, mode, n) in enumerate([((900, 700), None, 40), ((500, 400), "base", 25), ((1100, 1500), None, 33)]):
+            views = [preprocess_image(_document(*size, seed=i), mode, None, model.spec)]
+            ids = model.build_input_ids(model.spec.prompt(), views)
+            reqs.append(PageRequest(ids, views, n, 3 if i == 1 else None, 9 if i == 1 else None, eos_token_id=-1))
+            singles.append((ids, views, n, 3 if i == 1 else None, 9 if i == 1 else None))
+        if dtype == torch.bfloat16:
+            graphed = Engine(model, max_batch=2, max_seq_len=4096)
+            outs = graphed.generate(reqs)
+            assert graphed.graphs is not None and graphed.graphs.graphs
+            eager = Engine(model, max_batch=2, max_seq_len=4096, cuda_graphs=False).generate(reqs)
+            assert [o.token_ids for o in outs] == [o.token_ids for o in eager]
+        else:
+            outs = Engine(model, max_batch=2, max_seq_len=4096).generate(reqs)
+            for o, (ids, views, n, ng, w) in zip(outs, singles):
+                assert o.token_ids == generate(model, ids, views, n, ngram_size=ng, window_size=w, eos_id=-1).token_ids
