@@ -40,19 +40,24 @@ EXPERT_KEY = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<e>\d+)\.(?P<proj>ga
 
 
 class Backbone(nn.Module):
-    """Everything under the checkpoint's `model.` prefix."""
+    """Everything under the checkpoint's `model.` prefix: the vision encoder (`build_encoder`, which another
+    architecture overrides), projector, separator, and the decoder's embeddings, layers and norm."""
 
     def __init__(self, cfg: OCRConfig) -> None:
         super().__init__()
         d = cfg.decoder
-        self.sam_model = SamEncoder(cfg.sam)
-        self.vision_model = ClipEncoder(cfg.clip)
+        self.build_encoder(cfg)
         self.projector = Projector(cfg.projector_input_dim, d.hidden_size)
-        self.image_newline = nn.Parameter(torch.zeros(d.hidden_size))
         self.view_seperator = nn.Parameter(torch.zeros(d.hidden_size))  # sic: the checkpoint's spelling
         self.embed_tokens = nn.Embedding(d.vocab_size, d.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(d, i) for i in range(d.num_hidden_layers))
         self.norm = RMSNorm(d.hidden_size, d.rms_norm_eps)
+
+    def build_encoder(self, cfg: OCRConfig) -> None:
+        """DeepEncoder: SAM, CLIP-L over SAM's tokens, and the newline written after each row of tokens."""
+        self.sam_model = SamEncoder(cfg.sam)
+        self.vision_model = ClipEncoder(cfg.clip)
+        self.image_newline = nn.Parameter(torch.zeros(cfg.decoder.hidden_size))
 
     def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
         """Square views [N, 3, S, S] -> [N, (S/64)², hidden] (DeepEncoder: CLIP over SAM, then projector)."""

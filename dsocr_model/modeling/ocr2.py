@@ -8,29 +8,19 @@ The decoder, tokenizer, prompts and the whole generation path are v1's; only the
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .config import OCR2Config
-from .decoder import DecoderLayer, RMSNorm
-from .model import DeepseekOCR
+from .model import Backbone, DeepseekOCR
 from .query_encoder import QueryEncoder
 from .sam import SamEncoder
-from .vision import Projector
 
 
-class OCR2Backbone(nn.Module):
-    """Everything under the checkpoint's `model.` prefix."""
+class OCR2Backbone(Backbone):
+    """Everything under the checkpoint's `model.` prefix; v1's, with the query encoder and no newline."""
 
-    def __init__(self, cfg: OCR2Config) -> None:
-        super().__init__()
-        d = cfg.decoder
+    def build_encoder(self, cfg: OCR2Config) -> None:
         self.sam_model = SamEncoder(cfg.sam)
         self.qwen2_model = QueryEncoder(cfg.encoder)
-        self.projector = Projector(cfg.projector_input_dim, d.hidden_size)
-        self.view_seperator = nn.Parameter(torch.zeros(d.hidden_size))  # sic: the checkpoint's spelling
-        self.embed_tokens = nn.Embedding(d.vocab_size, d.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(d, i) for i in range(d.num_hidden_layers))
-        self.norm = RMSNorm(d.hidden_size, d.rms_norm_eps)
 
     def encode_views(self, pixels: torch.Tensor) -> torch.Tensor:
         """Square views [N, 3, S, S] (S = 1024 or 768) -> [N, (S/64)², hidden]."""

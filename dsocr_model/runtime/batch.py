@@ -160,12 +160,15 @@ class BatchState:
         if not live:
             return None
         n = decode_rows(max(live) + 1, self.max_batch)
-        columns = [[0] * n for _ in range(4)]  # tokens, positions, slots, visible: built on the host, one copy
+        ring = self.window is not None
+        columns = [[0] * n for _ in range(4 if ring else 2)]  # built on the host, sent in one copy
         for s in live:
             st = self.slots[s]
-            slot, visible = ring_slot(st.pos, st.prefill_len, self.window)
-            for col, value in zip(columns, (st.out[-1], st.pos, slot, visible)):
-                col[s] = value
+            columns[0][s], columns[1][s] = st.out[-1], st.pos
+            if ring:
+                columns[2][s], columns[3][s] = ring_slot(st.pos, st.prefill_len, self.window)
             st.pos += 1
-        tokens, positions, slots, visible = torch.tensor(columns, device=device)[:, :, None]  # 4 x (n, 1)
-        return StepInputs(n, tokens, positions, slots, visible, max(columns[3]) + 1)
+        values = torch.tensor(columns, device=device)[:, :, None]  # (2 or 4, n, 1)
+        tokens, positions = values[0], values[1]
+        slots, visible = (values[2], values[3]) if ring else (positions, positions)  # full attention: slot = position
+        return StepInputs(n, tokens, positions, slots, visible, max(columns[3 if ring else 1]) + 1)
