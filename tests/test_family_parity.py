@@ -57,9 +57,12 @@ def _inputs(model, size=(900, 700), mode=None, seed=0):
 
 
 @pytest.mark.parametrize("family", PORTED)
-def test_port_loads_our_checkpoint_by_official_names(family, ports):
+def test_port_loads_our_checkpoint_by_official_names(family, ours, ports):
     _, info = ports[family]
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    # and from_pretrained picked the family from config.json
+    assert (type(ours[family]).__name__, ours[family].spec.name) == {
+        "deepseek-ocr-2": ("DeepseekOCR2", "deepseek-ocr-2"), "unlimited-ocr": ("DeepseekOCR", "unlimited-ocr")}[family]
 
 
 @pytest.mark.parametrize("family", PORTED)
