@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=None, help="default: from free GPU memory (8 on CPU)")
     ap.add_argument("--baseline", type=int, default=0, help="also time the naive path on this many pages")
     ap.add_argument("--family", default="v1", choices=sorted(FAMILY_ALIASES), help="which architecture")
+    ap.add_argument("--signals-overhead", type=int, default=0, metavar="K",
+                    help="then K alternating runs each with the quality signals on and off (decode time compared)")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -102,6 +104,8 @@ def main() -> None:
     print(f"  {dt:.2f} s, {args.pages / dt:.2f} pages/s, {n_tok / dt:,.0f} decoded tok/s, "
           f"prefill median {prefill[len(prefill) // 2] * 1e3:.1f} ms/page, "
           f"TTFT median {ttft[len(ttft) // 2] * 1e3:.0f} ms (first {ttft[0] * 1e3:.0f} ms), peak {peak:.2f} GiB")
+    if args.signals_overhead:
+        signals_overhead(model, requests, rows, args, name)
     if args.baseline:
         sync(args.device)
         t0 = time.perf_counter()
@@ -113,6 +117,24 @@ def main() -> None:
         base_tps = args.baseline * args.new_tokens / tb
         print(f"  naive path: {args.baseline} pages one at a time, {base_tps:,.0f} tok/s; "
               f"engine speed-up x{(n_tok / dt) / base_tps:.1f} (same run)")
+
+
+def signals_overhead(model, requests, rows, args, name) -> None:
+    """The quality signals' cost: the same batch with `Engine(signals=...)` on and off, alternately."""
+    engines = {on: Engine(model, max_batch=args.max_batch, signals=on, **rows) for on in (True, False)}
+    for engine in engines.values():
+        engine.generate(requests(args.pages))  # captures the graphs this schedule needs
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(args.signals_overhead):
+        for on, engine in engines.items():
+            sync(args.device)
+            t0 = time.perf_counter()
+            outs = engine.generate(requests(args.pages))
+            sync(args.device)
+            rates[on].append(sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0))
+    on, off = (sum(rates[k]) / len(rates[k]) for k in (True, False))
+    print(f"{name} | quality signals: on {' / '.join(f'{r:,.0f}' for r in rates[True])} tok/s, off "
+          f"{' / '.join(f'{r:,.0f}' for r in rates[False])} tok/s: overhead {100 * (off - on) / off:+.2f}% (same run)")
 
 
 if __name__ == "__main__":

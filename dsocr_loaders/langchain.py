@@ -31,8 +31,8 @@ try:
 except ImportError as e:  # say which extra brings it, not only which module is missing
     raise ImportError(f"dsocr_loaders.langchain needs langchain-core ({e}): pip install 'dsocr[langchain]'") from e
 
-from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures,
-                      single_status, stable_id)
+from .ocr.ids import (chunk_metadata, content_hash, content_key, element_metadata, ocr_metadata, page_metadata,
+                      save_figures, single_status, stable_id)
 from .ocr.options import LoaderOptions
 from .ocr.progress import with_progress
 from .ocr.results import PageResult
@@ -49,13 +49,39 @@ class _Documents:
                                   digest(source))
 
     def _file(self, results: Iterable[PageResult], source: str, digest: str) -> Iterator[Document]:
+        results = self.kept(results)
         if self.split == "single":
             pages = list(results)
             if pages:
                 yield self._single(pages, source, digest)
             return
+        if self.split == "chunks":
+            yield from self._chunks(list(results), source, digest)
+            return
         for r in results:
             yield from self._page(r, source, digest)
+
+    def _chunks(self, pages: list[PageResult], source: str, digest: str) -> Iterator[Document]:
+        """Failed pages as their error Documents, then the file's chunks (page content: headings, then body)."""
+        for r in pages:
+            if r.status == "error":
+                yield from self._page(r, source, digest)
+        ok = [r for r in pages if r.status != "error"]
+        if not ok:
+            return
+        base = page_metadata(ok[0], source)
+        for k in ("page", "page_label"):
+            base.pop(k, None)
+        base |= {k: v for k, v in ocr_metadata(ok[0], include_boxes=False).items() if not k.startswith("ocr_quality_")}
+        for k in ("ocr_status", "ocr_finish_reason", "ocr_vision_tokens", "ocr_text_tokens", "ocr_error"):
+            base.pop(k, None)
+        for c in self.chunks(ok):
+            meta = base | chunk_metadata(c, ok, self.include_boxes, self.nested_metadata)
+            yield Document(c.contextualized, metadata=meta, id=stable_id(digest, "chunk", c.index, *self._chunk_ids))
+
+    @cached_property
+    def _chunk_ids(self) -> tuple[str, ...]:
+        return (*self._ids, f"chunk_tokens={self.chunk_tokens}", f"headers_footers={not self.drop_headers_footers}")
 
     @cached_property
     def _ids(self) -> tuple[str, ...]:
@@ -114,16 +140,18 @@ class DeepSeekOCRLoader(BaseLoader, _Documents, LoaderOptions):
         digest = cache(content_hash)
         group: list[PageResult] = []  # split="single": one file's pages
         async for r in self.pipeline.arun(source, self.pages, self.password, on_error=self.policy_for(source)):
-            if self.split != "single":
+            if self.split not in ("single", "chunks"):  # per page: as soon as each page is ready
                 for doc in self._file([r], r.source, digest(r.source)):
                     yield doc
                 continue
             if group and r.source != group[0].source:
-                yield self._single(group, group[0].source, digest(group[0].source))
+                for doc in self._file(group, group[0].source, digest(group[0].source)):
+                    yield doc
                 group = []
             group.append(r)
         if group:
-            yield self._single(group, group[0].source, digest(group[0].source))
+            for doc in self._file(group, group[0].source, digest(group[0].source)):
+                yield doc
 
 
 @dataclass(kw_only=True, eq=False)

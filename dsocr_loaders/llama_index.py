@@ -21,13 +21,14 @@ from typing import Any
 
 try:
     from llama_index.core.readers.base import BasePydanticReader
-    from llama_index.core.schema import Document, ImageDocument
+    from llama_index.core.schema import Document, ImageDocument, NodeRelationship, RelatedNodeInfo
 except ImportError as e:  # say which extra brings it, not only which module is missing
     raise ImportError(f"dsocr_loaders.llama_index needs llama-index-core ({e}): pip install 'dsocr[llamaindex]'") from e
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .ocr.ids import (content_hash, content_key, element_metadata, ocr_metadata, page_metadata, save_figures, single_status,
-                      stable_id)
+from .ocr.chunks import DEFAULT_CHUNK_TOKENS
+from .ocr.ids import (chunk_metadata, content_hash, content_key, element_metadata, ocr_metadata, page_metadata,
+                      save_figures, single_status, stable_id)
 from .ocr.options import LoaderOptions
 from .ocr.pipeline import OCRPipeline
 from .ocr.progress import with_progress
@@ -68,8 +69,11 @@ class DeepSeekOCRReader(BasePydanticReader):
     table_format: str = Field(default=DEFAULT_TABLE_FORMAT, description='"html" | "markdown"')
     pages: Any = Field(default=None, description='"1-3,7" (1-based) or 0-based ints')
     password: str | None = Field(default=None, exclude=True, repr=False, description="for encrypted PDFs")
-    split: str = Field(default=DEFAULT_SPLIT, description='"page" | "single" | "elements"')
+    split: str = Field(default=DEFAULT_SPLIT, description='"page" | "single" | "elements" | "chunks"')
     pages_delimiter: str = Field(default=PAGES_DELIMITER, description='joins pages with split="single"')
+    chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, description='split="chunks": token budget per chunk')
+    drop_headers_footers: bool = Field(default=True, description="page headers/footers out of chunk text")
+    on_suspect: str = Field(default="keep", description='pages of doubtful quality: "keep" | "retry" | "drop"')
     include_boxes: bool = Field(default=True, description="the page's boxes as ocr_elements")
     nested_metadata: bool = Field(default=False, description="boxes as lists, not JSON strings")
     figures_dir: str | None = Field(default=None, description="save figure crops there and link them")
@@ -138,12 +142,32 @@ class DeepSeekOCRReader(BasePydanticReader):
         return {"on_error": self.on_error or ("page" if several else "raise"), "several": several}
 
     # ---- conversion ----------------------------------------------------------------------------
+    def _chunk_nodes(self, pages: list[PageResult], name: str, digest: str, ids: tuple, file_meta: dict,
+                     extra: dict) -> Iterator[Document]:
+        """Failed pages as error Documents, then the file's chunks linked SOURCE / PREVIOUS / NEXT."""
+        for r in pages:
+            if r.status == "error":
+                meta = file_meta | {"page_number": r.page + 1} | ocr_metadata(r, False) | extra
+                yield _doc(r.markdown, meta, stable_id(digest, r.page, *ids), shown=extra)
+        ok = [r for r in pages if r.status != "error"]
+        if not ok:
+            return
+        key = (*ids, f"chunk_tokens={self.chunk_tokens}", f"headers_footers={not self.drop_headers_footers}")
+        base = file_meta | {"total_pages": ok[0].total_pages, "ocr_model": ok[0].settings.get("model")}
+        docs = [_doc(c.contextualized, base | chunk_metadata(c, ok, self.include_boxes, self.nested_metadata) | extra,
+                     stable_id(digest, "chunk", c.index, *key), shown=("headings",) + tuple(extra))
+                for c in LoaderOptions.chunks(self, ok)]  # type: ignore[arg-type]
+        yield from _link(docs, stable_id(digest, "file", *key))
+
     def _to_documents(self, results: Iterator[PageResult], name: str, data: Any, extra: dict) -> Iterator[Document]:
         digest = content_hash(data)
         ids = content_key(self.ocr_pipeline, f"figures={self.figures_dir}/{self.extract_figures}",
                           f"delimiter={self.pages_delimiter!r}")
-        results = with_progress(results, name, self.show_progress)
+        results = LoaderOptions.kept(self, with_progress(results, name, self.show_progress))  # type: ignore[arg-type]
         file_meta = {"file_path": name, "file_name": Path(name).name}
+        if self.split == "chunks":
+            yield from self._chunk_nodes(list(results), name, digest, ids, file_meta, extra)
+            return
         if self.split == "single":
             pages = list(results)
             if pages:
@@ -168,6 +192,17 @@ class DeepSeekOCRReader(BasePydanticReader):
                     yield _doc(e.text, meta, stable_id(digest, r.page, i, *ids), shown=extra)
             if self.extract_figures:
                 yield from _figure_documents(r, base, extra, digest, ids)
+
+
+def _link(docs: list[Document], source_id: str) -> list[Document]:
+    """SOURCE (the file), PREVIOUS and NEXT relationships between consecutive chunk nodes."""
+    for i, d in enumerate(docs):
+        d.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=source_id)
+        if i > 0:
+            d.relationships[NodeRelationship.PREVIOUS] = RelatedNodeInfo(node_id=docs[i - 1].id_)
+        if i + 1 < len(docs):
+            d.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id=docs[i + 1].id_)
+    return docs
 
 
 def _doc(text: str, meta: dict, id_: str, cls: type = Document, shown: Iterable[str] = (), **kw: Any) -> Document:

@@ -22,6 +22,7 @@ from pathlib import Path
 from dsocr_model.family.registry import known_modes
 
 from ..ocr import settings as S
+from ..ocr.chunks import DEFAULT_CHUNK_TOKENS, chunk_pages
 EXAMPLES = """examples:
   dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
   dsocr convert scans/ invoices/*.pdf -o out/ --pages 1-3 --figures --layout
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", default=S.default_mode(), help=f"resolution mode of the model (None: its own, gundam "
                    f"for v1; $DSOCR_MODE); registered: {', '.join(known_modes())}")
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
+    c.add_argument("--on-suspect", default="keep", choices=("keep", "retry"), help="pages whose quality verdict is "
+                   "not good (counted as suspect in the summary): keep them, or retry once with a stricter guard")
+    c.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS,
+                   help="token budget of the heading-aware chunks listed in the JSON")
     c.add_argument("--pages-per-pass", type=int, default=1, help="Unlimited-OCR: read up to N pages of a file in "
                    "one pass (its multi-page mode), split back per page")
     c.add_argument("--dpi", type=float, default=S.DEFAULT_DPI, help="PDF rendering resolution (official: 144)")
@@ -126,7 +131,8 @@ def convert(args: argparse.Namespace) -> int:
         ocr = S.OCRSettings(task=args.task, locate_text=args.locate_text, mode=args.mode,
                             max_new_tokens=args.max_new_tokens, pages_per_pass=args.pages_per_pass)
         pipe = OCRPipeline(engine, ocr=ocr, render=S.RenderSettings(dpi=args.dpi),
-                           output=S.OutputSettings(args.table_format, args.figures), on_error="page", cache=cache)
+                           output=S.OutputSettings(args.table_format, args.figures), on_error="page", cache=cache,
+                           on_suspect=args.on_suspect)
         if not any(True for _ in iter_inputs(args.inputs, pipe.render.glob)):
             print(f"dsocr: no PDF or image files in {' '.join(args.inputs)}", file=sys.stderr)
             return EXIT_USAGE
@@ -135,7 +141,7 @@ def convert(args: argparse.Namespace) -> int:
         print(f"dsocr: {e}", file=sys.stderr)
         return EXIT_USAGE
     counts = {"ok": 0, "truncated": 0, "empty": 0, "error": 0}
-    cached = lost_layouts = 0
+    cached = lost_layouts = suspect = 0
     load_s: float | None = None
     used: set[str] = set()
     t0 = time.perf_counter()
@@ -151,6 +157,7 @@ def convert(args: argparse.Namespace) -> int:
             pages.append(r)
             counts[r.status] = counts.get(r.status, 0) + 1
             cached += bool(r.timings.get("cache_hit"))  # failures were logged once, where they happened
+            suspect += r.quality is not None and r.quality.verdict != "good"
             if load_s is None and getattr(pipe._engine, "load_s", None):
                 load_s = pipe._engine.load_s  # the model's load is not page time: keep it out of pages/s and ETA
                 if not bar.disable:  # a disabled bar (-q) keeps no clock
@@ -174,7 +181,7 @@ def convert(args: argparse.Namespace) -> int:
     failed = counts["error"]
     print(f"dsocr: {total} pages in {dt:.1f} s" + (f" (model load {load_s:.1f} s)" if load_s else "") +
           f": {counts['ok']} ok, {counts['truncated']} truncated, "
-          f"{counts['empty']} empty, {failed} failed, {cached} from cache -> {out}"
+          f"{counts['empty']} empty, {failed} failed, {suspect} suspect, {cached} from cache -> {out}"
           + (f"; {lost_layouts} layout PDFs could not be written" if lost_layouts else ""))
     return EXIT_FAILED if failed or lost_layouts else EXIT_OK
 
@@ -195,7 +202,8 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
     if "md" in formats and not all(r.is_file_error for r in pages):  # no empty .md for a file with no page
         (out / f"{stem}.md").write_text(args.pages_delimiter.join(r.markdown for r in pages), encoding="utf-8")
     if "json" in formats:
-        doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages]}
+        doc = {"source": pages[0].source, "pages": [r.to_dict() for r in pages],
+               "chunks": [c.to_dict() for c in chunk_pages(pages, chunk_tokens=args.chunk_tokens)]}
         (out / f"{stem}.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     if args.layout and not all(r.is_file_error for r in pages):
         from .layout import write_layout_pdf

@@ -1,7 +1,7 @@
 """Result cache: re-OCR of an unchanged page is wasted GPU time.
 
 One sqlite file (WAL, so several processes can read and write it) maps a key to the engine's raw answer
-(text, finish reason, token count). The key hashes the rendered page's pixels, the prompt and every
+(text, finish reason, token count, the engine's quality signals). The key hashes the rendered page's pixels, the prompt and every
 setting that changes the output (OCRSettings.key) and the engine identity (model id or path). Only the
 raw answer is stored: on a hit the page is parsed again, so figure crops and table format follow the
 current call. Each page is committed when it finishes, so a killed run loses nothing done. A corrupt,
@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import threading
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ class ResultCache:
                 return None
             d = json.loads(row[0])
             self.hits += 1
-            return OCRResponse(d["text"], d["finish_reason"], d.get("text_tokens"), {"cache_hit": 1.0})
+            return OCRResponse(d["text"], d["finish_reason"], d.get("text_tokens"), {"cache_hit": 1.0},
+                               d.get("signals") or {})
         except (sqlite3.Error, OSError, ValueError, KeyError, TypeError) as e:
             self._disable(e)
             return None
@@ -81,7 +83,7 @@ class ResultCache:
         if not self.enabled:
             return
         value = json.dumps({"text": response.text, "finish_reason": response.finish_reason,
-                            "text_tokens": response.text_tokens})
+                            "text_tokens": response.text_tokens, "signals": response.signals})
         try:
             self._db().execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, value))
         except (sqlite3.Error, OSError) as e:
@@ -93,3 +95,34 @@ class ResultCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+
+
+def stored_future(future: Future, cache: ResultCache, key: str) -> Future:
+    """A future that resolves once the engine's answer is in the cache: written when it arrives (a page that
+    finished behind a slow one is kept on a kill), and committed before the caller sees the page."""
+    stored: Future = Future()
+
+    def store(f: Future) -> None:
+        try:
+            response = f.result()
+            cache.put(key, response)
+            stored.set_result(response)
+        except CancelledError:
+            stored.cancel()
+        except InvalidStateError:  # the caller cancelled `stored` meanwhile
+            pass
+        except BaseException as e:
+            if not stored.done():
+                stored.set_exception(e)
+
+    future.add_done_callback(store)
+    stored.add_done_callback(lambda s: s.cancelled() and future.cancel())
+    return stored
+
+
+def open_cache(cache: Any) -> ResultCache | None:
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, ResultCache):
+        return cache
+    return ResultCache(None if cache is True else cache)

@@ -45,6 +45,17 @@ class PageImage:
     doc_metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     render_s: float = 0.0
+    text_layer: str | None = None  # a PDF page's own text (None for images): the quality signals' witness
+
+
+def _text_layer(page) -> str | None:
+    """The page's extracted text, or None where there is none or it cannot be read (never fails a page)."""
+    try:
+        text = page.get_text("text")
+    except Exception as e:  # a broken content stream still renders
+        logger.debug("no text layer: %s", e)
+        return None
+    return text if text.strip() else None
 
 
 def saslprep(password: str) -> str:
@@ -141,14 +152,15 @@ class PdfDocument:
                                 zoom * 72, MAX_RENDER_PIXELS)
                 pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False, colorspace=pymupdf.csRGB)
                 image = Image.frombytes("RGB", (pix.width, pix.height), pix.samples)
+                text_layer = _text_layer(page)
             except Exception as e:  # one broken page never stops the document
                 logger.warning("%s page %d: render failed: %s", self.name, i + 1, e)
                 yield PageImage(None, i, str(i + 1), self.total_pages, None, None, "pt", self.name,
                                 doc_metadata=self.metadata, error=f"render failed: {e}")
                 continue
             yield PageImage(image, i, label, self.total_pages, round(rect.width, 2), round(rect.height, 2), "pt",
-                            self.name, rotation,
-                            self.metadata, render_s=time.perf_counter() - t0)
+                            self.name, rotation, self.metadata, render_s=time.perf_counter() - t0,
+                            text_layer=text_layer)
 
     def close(self) -> None:
         self.doc.close()

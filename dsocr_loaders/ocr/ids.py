@@ -16,6 +16,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .chunks import Chunk
+from .quality import VERDICTS
+from .quality import flat as flat_quality
 from .results import Element, PageResult
 
 PDF_KEYS = ("title", "author", "subject", "keywords", "creator", "producer", "creationdate", "moddate")
@@ -66,7 +69,25 @@ def ocr_metadata(r: PageResult, include_boxes: bool = True, nested: bool = False
     if include_boxes:
         boxes = [e.to_dict() for e in r.elements if e.bbox is not None]
         meta["ocr_elements"] = boxes if nested else json.dumps(boxes, ensure_ascii=False)
-    return {k: v for k, v in meta.items() if v is not None}
+    meta |= flat_quality(r.quality)
+    return {k: v for k, v in meta.items() if v is not None}  # None values dropped: vector stores refuse them
+
+
+def chunk_metadata(chunk: Chunk, pages: list[PageResult], include_boxes: bool = True,
+                   nested: bool = False) -> dict[str, Any]:
+    """A chunk's own metadata: heading path, pages (0-based), index, boxes, the page headers and footers left out of
+    its text, and the worst quality verdict among its pages."""
+    as_json = (lambda v: v) if nested else (lambda v: json.dumps(v, ensure_ascii=False))
+    meta: dict[str, Any] = {"headings": as_json(chunk.headings), "pages": as_json(chunk.pages),
+                            "chunk_index": chunk.index}
+    if chunk.headers_footers:
+        meta["headers_footers"] = as_json(chunk.headers_footers)
+    if include_boxes:
+        meta["ocr_blocks"] = as_json(chunk.blocks)
+    verdicts = [r.quality.verdict for r in pages if r.page in chunk.pages and r.quality is not None]
+    if verdicts:
+        meta["ocr_quality_verdict"] = max(verdicts, key=VERDICTS.index)
+    return meta
 
 
 def element_metadata(e: Element, index: int, nested: bool = False) -> dict[str, Any]:

@@ -8,15 +8,22 @@ settings, or returns an injected pipeline as it is.
 from __future__ import annotations
 
 import dataclasses
+import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chunks import DEFAULT_CHUNK_TOKENS, Chunk, chunk_pages
 from .pipeline import OCRPipeline
+from .quality import ON_SUSPECT
+from .results import PageResult
 from .settings import (DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_SPLIT, DEFAULT_TABLE_FORMAT, ON_ERROR,
                        PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings, OutputSettings, RenderSettings,
                        default_device, default_model)
 from .sources import Pages, resolve_on_error
 from .types import DEFAULT_MAX_NEW_TOKENS, OCREngine
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -33,8 +40,13 @@ class LoaderOptions:
         pages_per_pass: Unlimited-OCR only: read up to this many pages of a file in one pass, split back per page.
         dpi: PDF rendering resolution. table_format: "html" | "markdown".
         pages: "1-3,7" (1-based) or 0-based ints; password: for encrypted PDFs.
-        split: "page" (one Document per page), "single" (one per file, pages joined with `pages_delimiter`)
-            or "elements" (one per grounded block, with its label and box).
+        split: "page" (one Document per page), "single" (one per file, pages joined with `pages_delimiter`),
+            "elements" (one per grounded block, with its label and box) or "chunks" (heading-aware chunks of
+            at most `chunk_tokens`, carrying their heading path, pages and boxes; page headers and footers left
+            out of the text unless drop_headers_footers=False).
+        on_suspect: pages whose quality verdict is not "good": "keep" (default; the verdict is in the
+            metadata), "retry" (once, with a stricter guard; the better answer is kept) or "drop" (left out,
+            with a warning).
         include_boxes: the page's boxes as `ocr_elements`; nested_metadata: as lists, not JSON strings.
         figures_dir: save figure crops there and link them from the markdown.
         show_progress: a tqdm bar per file. cache: None/False, True (user cache dir), a sqlite path or a ResultCache.
@@ -63,6 +75,9 @@ class LoaderOptions:
     password: str | None = field(default=None, repr=False)
     split: str = DEFAULT_SPLIT
     pages_delimiter: str = PAGES_DELIMITER
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    drop_headers_footers: bool = True
+    on_suspect: str = "keep"
     include_boxes: bool = True
     nested_metadata: bool = False
     figures_dir: str | None = None
@@ -97,6 +112,10 @@ class LoaderOptions:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.on_error is not None and self.on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {self.on_error!r}")
+        if self.on_suspect not in ON_SUSPECT:
+            raise ValueError(f"on_suspect must be one of {ON_SUSPECT}, got {self.on_suspect!r}")
+        if self.chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be >= 1")
 
     def build_pipeline(self, *, extract_figures: bool | None = None) -> OCRPipeline:
         """The pipeline these options describe (validates mode, task and settings against the model). Works on
@@ -109,7 +128,20 @@ class LoaderOptions:
                           self.ngram_size, self.window_size, pages_per_pass=self.pages_per_pass)
         figures = self.figures_dir is not None if extract_figures is None else extract_figures
         return OCRPipeline(engine, ocr=ocr, render=RenderSettings(dpi=self.dpi),
-                           output=OutputSettings(self.table_format, figures), on_error=self.on_error, cache=self.cache)
+                           output=OutputSettings(self.table_format, figures), on_error=self.on_error, cache=self.cache,
+                           on_suspect="retry" if self.on_suspect == "retry" else "keep")
+
+    def kept(self, results: Iterable[PageResult]) -> Iterator[PageResult]:
+        """Results in order, without the suspect or bad pages when on_suspect="drop" (each dropped page is logged)."""
+        for r in results:
+            if self.on_suspect == "drop" and r.quality is not None and r.quality.verdict != "good":
+                logger.warning("%s page %d dropped: quality %s (%s)", r.source, r.page + 1, r.quality.verdict,
+                               "; ".join(r.quality.reasons))
+                continue
+            yield r
+
+    def chunks(self, pages: list[PageResult]) -> list[Chunk]:
+        return chunk_pages(pages, chunk_tokens=self.chunk_tokens, drop_headers_footers=self.drop_headers_footers)
 
     @classmethod
     def names(cls) -> list[str]:

@@ -12,23 +12,25 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import Future
 from typing import Any, Union
 
 from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
 from dsocr_model.family.spec import ModelSpec
 
-from .cache import ResultCache, page_key
+from .cache import open_cache, page_key, stored_future
 from .engines import make_engine
 from .errors import EngineUnavailableError
 from .grounding import parse_page
 from .multipage import submit_pass
+from .quality import ON_SUSPECT, Thresholds, assess
 from .results import PageResult
 from .settings import DEFAULT_ON_ERROR, ON_ERROR, PASSWORD_HINT, EngineSettings, OCRSettings, OutputSettings, RenderSettings
 from .sources import PageImage, Pages, Source, render_pages
 from .types import OCREngine, OCRRequest
 
 logger = logging.getLogger(__name__)
+MAX_GUARD_WINDOW = 1024  # the longest window the batched engine's guard looks back over
 Item = Union[PageImage, PageResult]  # a rendered page, or a page that already failed
 
 
@@ -50,13 +52,21 @@ class OCRPipeline:
         max_in_flight: pages submitted ahead of the one being returned (default from the engine).
         cache: None/False (off), True (the user cache dir), a path to a sqlite file, or a ResultCache:
             pages whose pixels, settings and model were seen before are not OCR'd again.
+        on_suspect: what to do with a page whose quality verdict is not "good" (see quality.py): "keep" it as it
+            is (default), "retry" it once with a stricter n-gram guard and keep the better-scoring answer, or
+            "drop" it (the adapters leave it out, with a warning; here it stays a PageResult, never dropped).
+        thresholds: the verdict's thresholds (quality.Thresholds).
     """
 
     def __init__(self, engine: OCREngine | EngineSettings | None = None, *, ocr: OCRSettings | None = None,
                  render: RenderSettings | None = None, output: OutputSettings | None = None,
-                 on_error: str | None = DEFAULT_ON_ERROR, max_in_flight: int | None = None, cache: Any = None) -> None:
+                 on_error: str | None = DEFAULT_ON_ERROR, max_in_flight: int | None = None, cache: Any = None,
+                 on_suspect: str = "keep", thresholds: Thresholds | None = None) -> None:
         if on_error is not None and on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {on_error!r}")
+        if on_suspect not in ON_SUSPECT:
+            raise ValueError(f"on_suspect must be one of {ON_SUSPECT}, got {on_suspect!r}")
+        self.on_suspect, self.thresholds = on_suspect, thresholds or Thresholds()
         self._owns_engine = engine is None or isinstance(engine, EngineSettings)  # close() closes only its own
         if self._owns_engine:
             self._engine_settings, self._engine = engine or EngineSettings(), None
@@ -71,7 +81,7 @@ class OCRPipeline:
         self._settings_key = self.settings.key()  # settings are frozen: hash them once, not per page
         self.render, self.output = render or RenderSettings(), output or OutputSettings()
         self.on_error, self.max_in_flight = on_error, max_in_flight
-        self.cache = _open_cache(cache)
+        self.cache = open_cache(cache)
 
     @property
     def engine(self) -> OCREngine:
@@ -191,7 +201,7 @@ class OCRPipeline:
             raise
         except Exception as e:  # e.g. an engine that refuses the request up front
             return [e] * len(group)
-        return [f if key is None else _stored(f, self.cache, key) for f, (_, key) in zip(futures, group)]
+        return [f if key is None else stored_future(f, self.cache, key) for f, (_, key) in zip(futures, group)]
 
     def _result(self, item: Item, future: Any) -> PageResult:
         if isinstance(item, PageResult):
@@ -210,7 +220,10 @@ class OCRPipeline:
                                 box_syntax=self.spec.box_syntax)
             result.text_tokens = response.text_tokens
             result.timings.update(response.timings)
+            result.quality = assess(result.markdown, result.status, response.signals, item.text_layer, self.thresholds)
             result.timings["parse_s"] = time.perf_counter() - t0
+            if self.on_suspect == "retry" and result.quality.verdict != "good":
+                result = self._retry(item, result)
         except EngineUnavailableError:
             raise
         except Exception as e:
@@ -218,6 +231,34 @@ class OCRPipeline:
             result = PageResult(page=item.page, status="error", error=f"{type(e).__name__}: {e}",
                                 error_type=type(e).__name__)
         return self._decorate(result, item)
+
+    def _retry(self, item: PageImage, first: PageResult) -> PageResult:
+        """Read a suspect page once more with a stricter guard (half the n-gram, twice the window); the better
+        verdict wins (ties: less repetition, then the higher mean log-probability)."""
+        s = self.settings
+        n = max(3, (s.ngram_size or 40) // 2)
+        w = min(MAX_GUARD_WINDOW, max(2 * (s.window_size or 64), 128))
+        request = OCRRequest(item.image, s.prompt, s.mode, s.max_crops, s.max_new_tokens, n, w, s.whitelist)
+        try:
+            response = self.engine.submit(request).result()
+        except EngineUnavailableError:
+            raise
+        except Exception as e:
+            logger.warning("%s page %d: retry failed, keeping the first answer: %s", item.source, item.page + 1, e)
+            return first
+        second = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
+                            image=item.image if self.output.extract_figures else None,
+                            finish_reason=response.finish_reason, table_format=self.output.table_format,
+                            box_syntax=self.spec.box_syntax)
+        second.text_tokens = response.text_tokens
+        second.timings.update(response.timings)
+        second.quality = assess(second.markdown, second.status, response.signals, item.text_layer, self.thresholds)
+        best = min((first, second), key=lambda r: r.quality.rank())
+        logger.info("%s page %d: %s page retried with guard %d/%d: %s -> %s, kept the %s", item.source,
+                    item.page + 1, first.quality.verdict, n, w, first.quality.verdict, second.quality.verdict,
+                    "retry" if best is second else "first answer")
+        best.timings["retried"] = 1.0
+        return best
 
     def _decorate(self, result: PageResult, item: PageImage) -> PageResult:
         s = self.settings
@@ -236,34 +277,3 @@ class OCRPipeline:
         if in_pass:
             result.settings["pages_per_pass"] = int(result.timings["pass_pages"])
         return result
-
-
-def _stored(future: Future, cache: ResultCache, key: str) -> Future:
-    """A future that resolves once the engine's answer is in the cache: written when it arrives (a page that
-    finished behind a slow one is kept on a kill), and committed before the caller sees the page."""
-    stored: Future = Future()
-
-    def store(f: Future) -> None:
-        try:
-            response = f.result()
-            cache.put(key, response)
-            stored.set_result(response)
-        except CancelledError:
-            stored.cancel()
-        except InvalidStateError:  # the caller cancelled `stored` meanwhile
-            pass
-        except BaseException as e:
-            if not stored.done():
-                stored.set_exception(e)
-
-    future.add_done_callback(store)
-    stored.add_done_callback(lambda s: s.cancelled() and future.cancel())
-    return stored
-
-
-def _open_cache(cache: Any) -> ResultCache | None:
-    if cache is None or cache is False:
-        return None
-    if isinstance(cache, ResultCache):
-        return cache
-    return ResultCache(None if cache is True else cache)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .quality import Quality
+
 Box = tuple[float, float, float, float]
 NormBox = tuple[int, int, int, int]
 
@@ -70,6 +72,7 @@ class PageResult:
     timings: dict[str, float] = field(default_factory=dict)
     doc_metadata: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)  # task, mode, model: how this page was read
+    quality: Quality | None = None  # signals and verdict (quality.py); None for a page that never ran
 
     @classmethod
     def file_error(cls, source: str, error: BaseException) -> "PageResult":
@@ -103,4 +106,5 @@ class PageResult:
             "vision_tokens": self.vision_tokens, "valid_vision_tokens": self.valid_vision_tokens,
             "text_tokens": self.text_tokens, "compression": self.compression,
             "timings": dict(self.timings), "doc_metadata": dict(self.doc_metadata), "settings": dict(self.settings),
+            "quality": self.quality.to_dict() if self.quality else None,
         }

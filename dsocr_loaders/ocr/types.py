@@ -56,6 +56,7 @@ class OCRResponse:
     finish_reason: str | None  # "eos" | "length" | None (unknown)
     text_tokens: int | None = None  # generated ids, EOS included
     timings: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, float] = field(default_factory=dict)  # the engine's: mean_logprob, min_logprob, guard_hits
 
 
 @runtime_checkable

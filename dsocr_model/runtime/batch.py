@@ -38,6 +38,7 @@ class PageOutput:
     token_ids: list[int]
     finish_reason: str  # "eos" | "length"
     timings: dict[str, float] = field(default_factory=dict)  # queue_s, prefill_s, ttft_s, total_s
+    signals: dict[str, float] = field(default_factory=dict)  # mean_logprob, min_logprob, guard_hits
 
 
 @dataclass
@@ -89,13 +90,21 @@ def fail(future: Future, error: BaseException) -> None:
 
 
 class BatchState:
-    def __init__(self, max_batch: int, vocab_size: int, device: torch.device, window: int | None = None) -> None:
+    def __init__(self, max_batch: int, vocab_size: int, device: torch.device, window: int | None = None,
+                 signals: bool = True) -> None:
         self.max_batch = max_batch
         self.window = window  # R-SWA window of the model's decoder (None: full attention)
         self.slots: list[Slot | None] = [None] * max_batch
         self.tail = torch.full((max_batch, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest ids, right-aligned
         self.lengths = torch.zeros(max_batch, dtype=torch.long, device=device)
         self.logits = torch.zeros(max_batch, vocab_size, device=device)
+        self.signals = signals
+        # Per-row running quality signals, kept on the device and read once when the page finishes: the sum and
+        # minimum of the chosen tokens' log-probabilities (under the raw logits) and the steps where the guard
+        # changed the greedy choice.
+        self.logprob_sum = torch.zeros(max_batch, device=device)
+        self.logprob_min = torch.zeros(max_batch, device=device)
+        self.guard_hits = torch.zeros(max_batch, device=device)
 
     def free_rows(self) -> Iterable[int]:
         """Lowest rows first, so live rows stay packed."""
@@ -111,6 +120,7 @@ class BatchState:
                                eos, timings)
         self.tail[row] = -1
         self.lengths[row] = 0
+        self.logprob_sum[row], self.logprob_min[row], self.guard_hits[row] = 0.0, float("inf"), 0.0
 
     def drop(self, row: int, error: BaseException) -> None:
         st, self.slots[row] = self.slots[row], None
@@ -120,6 +130,7 @@ class BatchState:
     def choose(self, n: int) -> list[int]:
         """Greedy ids for rows 0..n after each request's n-gram guard; records them in the guard history."""
         logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
+        normaliser = torch.logsumexp(logits, dim=-1) if self.signals else None  # (n,), under the raw logits
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
         for s, st in enumerate(self.slots[:n]):
             if st is not None and st.guard is not None:
@@ -128,8 +139,15 @@ class BatchState:
             idx = torch.tensor(rows, device=logits.device)
             pen = ngram_penalty(tail[idx, tail.shape[1] - window:], lengths[idx], size,
                                 torch.tensor(wl, dtype=torch.long, device=logits.device), logits.shape[1])
+            if self.signals:  # the guard "hit" when it banned what greedy decoding would have chosen
+                unguarded = logits[idx].argmax(dim=-1, keepdim=True)
+                self.guard_hits[idx] += pen.gather(1, unguarded)[:, 0].isinf().float()
             logits[idx] += pen
         chosen = logits.argmax(dim=-1)
+        if self.signals:  # a chosen id is never banned, so its guarded logit is its raw one
+            logprob = logits.gather(1, chosen[:, None])[:, 0] - normaliser
+            self.logprob_sum[:n] += logprob
+            torch.minimum(self.logprob_min[:n], logprob, out=self.logprob_min[:n])
         tail.copy_(torch.cat([tail[:, 1:], chosen[:, None]], dim=1))
         lengths[torch.tensor(self.live(), device=lengths.device)] += 1
         return chosen.tolist()  # the one host sync per step
@@ -152,7 +170,14 @@ class BatchState:
             st.timings["total_s"] = now - st.t_submit
             self.slots[row] = None
             if not st.future.done():  # a cancelled request's row is simply freed
-                st.future.set_result(PageOutput(st.out, done, st.timings))
+                st.future.set_result(PageOutput(st.out, done, st.timings, self.page_signals(row, len(st.out))))
+
+    def page_signals(self, row: int, tokens: int) -> dict[str, float]:
+        """The finished page's quality signals (one small read from the device)."""
+        if not self.signals:
+            return {}
+        total, low, hits = torch.stack([self.logprob_sum[row], self.logprob_min[row], self.guard_hits[row]]).tolist()
+        return {"mean_logprob": total / tokens, "min_logprob": low, "guard_hits": int(hits)}
 
     def next_inputs(self, device: torch.device) -> StepInputs | None:
         """The next decode step's inputs for rows 0..n; None when idle."""

@@ -61,12 +61,16 @@ class Engine:
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
         max_prefill_pages: pages admitted per step (their prefill interleaves with decoding).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
+        signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
+            hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
     """
 
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
                  memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
-                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None, max_prompt_len: int | None = None) -> None:
+                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None, max_prompt_len: int | None = None,
+                 signals: bool = True) -> None:
         self.model = model
+        self.signals = signals
         d = model.config.decoder
         self.max_seq_len = max_seq_len or d.max_position_embeddings
         self.window = d.sliding_window
@@ -159,7 +163,8 @@ class Engine:
 
     # ---- worker thread ----------------------------------------------------------------------------
     def _run(self) -> None:
-        state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device, self.window)
+        state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device, self.window,
+                           self.signals)
         with torch.inference_mode():
             while True:
                 with self._cond:

@@ -27,6 +27,14 @@ class Generation:
     token_ids: list[int]
     finish_reason: str  # "eos" | "length"
     step_logits: list[torch.Tensor] = field(default_factory=list)  # raw logits per step, when asked
+    logprobs: list[float] = field(default_factory=list)  # each chosen id's log-probability under the raw logits
+    guard_hits: int = 0  # steps where the n-gram guard banned the id greedy decoding would have chosen
+
+    @property
+    def signals(self) -> dict[str, float]:
+        """The engine's quality signals for this sequence (PageOutput.signals)."""
+        return {"mean_logprob": sum(self.logprobs) / len(self.logprobs), "min_logprob": min(self.logprobs),
+                "guard_hits": self.guard_hits}
 
 
 def bucket_kv_len(kv_len: int, max_len: int) -> int:
@@ -71,20 +79,24 @@ def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), 
     window = model.config.decoder.sliding_window
     cache = KVCache(model.config.decoder, 1, cache_len(model, T, max_new_tokens), device, model.dtype)
     logits = prefill(model, model.embed(ids, images), torch.arange(T, device=device)[None], cache, T)  # (1, V)
-    out: list[int] = []
-    kept: list[torch.Tensor] = []
+    gen = Generation([], "length")
+    out, kept = gen.token_ids, gen.step_logits
     for i in range(max_new_tokens):
+        raw = logits[0]
         if keep_logits:
-            kept.append(logits[0].cpu())
-        guarded = apply_ngram_guard(logits[0], out, ngram_size, window_size, whitelist)
+            kept.append(raw.cpu())
+        guarded = apply_ngram_guard(raw, out, ngram_size, window_size, whitelist)
         nxt = int(guarded.argmax())
+        gen.guard_hits += int(guarded is not raw and int(raw.argmax()) != nxt)  # the guard changed the choice
+        gen.logprobs.append(float(raw[nxt] - torch.logsumexp(raw, dim=-1)))
         out.append(nxt)
         if nxt == eos:
-            return Generation(out, "eos", kept)
+            gen.finish_reason = "eos"
+            return gen
         if i + 1 == max_new_tokens:
             break
         slot, visible = ring_slot(T + i, T, window)
         logits = decode_step(model, torch.tensor([[nxt]], device=device), torch.tensor([[T + i]], device=device),
                              cache, visible + 1, torch.tensor([[slot]], device=device),
                              torch.tensor([[visible]], device=device))
-    return Generation(out, "length", kept)
+    return gen

@@ -161,6 +161,6 @@ class LocalEngine:
             ids = out.token_ids[:-1] if out.finish_reason == "eos" else out.token_ids
             text = self._model.tokenizer.decode(ids, skip_special_tokens=False)
             result.set_result(OCRResponse(text, out.finish_reason, len(out.token_ids),
-                                          {"preprocess_s": t_pre, **out.timings}))
+                                          {"preprocess_s": t_pre, **out.timings}, dict(out.signals)))
         except Exception as e:
             result.set_exception(e)
