@@ -107,7 +107,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-v", "--verbose", action="count", default=0, help="more log lines: -v info, -vv debug")
     c.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="log level (overrides -v); default WARNING, with the model loading line shown")
+    v = sub.add_parser("serve", help="serve the model over an OpenAI-compatible API (needs dsocr[serve])",
+                       description="An OpenAI-compatible chat-completions server over the batching engine, taking "
+                                   "vLLM's DeepSeek-OCR requests.", formatter_class=_HelpFormatter)
+    v.add_argument("--model", default=S.default_model(), help="hub id or local checkpoint folder; $DSOCR_MODEL")
+    v.add_argument("--device", default=S.default_device(), help="auto | cuda | cuda:N | cpu")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it to the network)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--served-model-name", default=None, help="the name /v1/models lists (default: --model)")
+    v.add_argument("--api-key", default=None, help="require this bearer key (default: $DSOCR_API_KEY, else none)")
+    v.add_argument("--max-in-flight", type=int, default=64, help="requests admitted at once; more get 429")
+    v.add_argument("--max-batch", type=int, default=None, help="pages decoded together (default: memory plan)")
+    v.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs clients send")
+    v.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
+    v.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return ap
+
+
+def run_server(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from .server import serve
+    except ImportError as e:
+        print(f"dsocr: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    serve(args.model, device=args.device, host=args.host, port=args.port, served_model_name=args.served_model_name,
+          engine_options={"max_batch": args.max_batch}, api_key=args.api_key or os.environ.get("DSOCR_API_KEY"),
+          max_in_flight=args.max_in_flight, allow_remote_images=args.allow_remote_images)
+    return EXIT_OK
 
 
 def convert(args: argparse.Namespace) -> int:
@@ -222,4 +250,4 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     if level == "WARNING":  # loading a model takes minutes: say what is loaded from where, and how long it took
         logging.getLogger("dsocr_loaders.ocr.engines").setLevel(logging.INFO)
-    return convert(args)
+    return run_server(args) if args.command == "serve" else convert(args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -128,13 +129,15 @@ class LocalEngine:
             return 32
         return self._engine.max_batch + self._engine.max_prefill_pages
 
-    def submit(self, request: OCRRequest) -> Future:
+    def submit(self, request: OCRRequest, on_text: Callable[[str], None] | None = None) -> Future:
+        """Queue a page; the Future resolves to its OCRResponse. `on_text` (optional) receives the answer's
+        text piece by piece as it is decoded (special tokens kept), from the engine's thread."""
         self.load()
         result: Future = Future()
-        self._pool.submit(self._prepare, request, result)
+        self._pool.submit(self._prepare, request, result, on_text)
         return result
 
-    def _prepare(self, request: OCRRequest, result: Future) -> None:
+    def _prepare(self, request: OCRRequest, result: Future, on_text: Callable[[str], None] | None = None) -> None:
         from dsocr_model.modeling.preprocess import preprocess_image
         from dsocr_model.runtime.batch import PageRequest
 
@@ -149,7 +152,8 @@ class LocalEngine:
             page = PageRequest(ids, views, min(request.max_new_tokens, room), request.ngram_size,
                                request.window_size, request.whitelist)
             t_pre = time.perf_counter() - t0
-            inner = self._engine.submit(page)
+            inner = self._engine.submit(page, TextPieces(self._model.tokenizer, on_text, self._model.eos_token_id)
+                                        if on_text else None)
         except Exception as e:
             result.set_exception(e)
             return
@@ -164,3 +168,27 @@ class LocalEngine:
                                           {"preprocess_s": t_pre, **out.timings}, dict(out.signals)))
         except Exception as e:
             result.set_exception(e)
+
+
+class TextPieces:
+    """Token ids -> text pieces as they are decoded: a line's ids are decoded together (so multi-byte
+    characters and merges come out whole) and what is new is handed on; EOS is not text."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None], eos_id: int) -> None:
+        self.tokenizer, self.on_text, self.eos_id = tokenizer, on_text, eos_id
+        self.ids: list[int] = []
+        self.sent = 0
+
+    def __call__(self, token: int) -> None:
+        if token == self.eos_id:
+            return
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
+        if text.endswith("\ufffd"):  # half a character: wait for the rest
+            return
+        if text[self.sent:]:
+            self.on_text(text[self.sent:])
+        if text.endswith("\n"):  # start the next line afresh: decoding stays short
+            self.ids, self.sent = [], 0
+        else:
+            self.sent = len(text)
