@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from functools import cache, cached_property
 from itertools import groupby
 from pathlib import Path
@@ -40,6 +41,17 @@ from .ocr.results import PageResult
 
 class _Documents:
     """PageResults -> Documents, shared by the loader and the parser (options come from LoaderOptions)."""
+
+    def _from_results(self, path: Path) -> Iterator[Document]:
+        """A Ray job's rows, with the job's content key in place of this loader's (same ids as a local run)."""
+        from .ocr.parquet import read_results
+
+        rows = read_results(path)
+        digests = {r.source: sha for r, sha, _ in rows}
+        key = next((k for _, _, k in rows if k), None)
+        if key is not None:
+            self.__dict__["_ids"] = (*key, f"figures={self.figures_dir}", f"delimiter={self.pages_delimiter!r}")
+        yield from self._documents((r for r, _, _ in rows), lambda source: digests.get(source, ""))
 
     def _documents(self, results: Iterable[PageResult], digest: Callable[[str], str]) -> Iterator[Document]:
         """Documents of one load, file by file (results of one file are consecutive); `digest(source)`
@@ -126,10 +138,21 @@ class DeepSeekOCRLoader(BaseLoader, _Documents, LoaderOptions):
     def file_paths(self) -> list[str]:
         return [str(self.file_path)] if isinstance(self.file_path, (str, Path)) else [str(p) for p in self.file_path]
 
+    @classmethod
+    def from_results(cls, path: str | Path, **options: Any) -> "DeepSeekOCRLoader":
+        """Documents from a Ray job's output (`dsocr_loaders.ray.run_job`) instead of running the model: the
+        same metadata and ids as a local run with the job's settings. `options`: split, pages_delimiter, ..."""
+        loader = cls(str(path), **options)
+        loader._results = Path(path)
+        return loader
+
     def lazy_load(self) -> Iterator[Document]:
         """Documents in file and page order. A file that cannot be read raises (one file) or, for several
         files, becomes one error Document and the rest go on (`on_error`); an unusable engine raises
         EngineUnavailableError at once."""
+        if getattr(self, "_results", None) is not None:
+            yield from self._from_results(self._results)
+            return
         source = self.file_paths if len(self.file_paths) > 1 else self.file_paths[0]
         results = self.pipeline.run(source, self.pages, self.password, on_error=self.policy_for(source))
         yield from self._documents(results, content_hash)

@@ -159,10 +159,26 @@ class DeepSeekOCRReader(BasePydanticReader):
                 for c in LoaderOptions.chunks(self, ok)]  # type: ignore[arg-type]
         yield from _link(docs, stable_id(digest, "file", *key))
 
-    def _to_documents(self, results: Iterator[PageResult], name: str, data: Any, extra: dict) -> Iterator[Document]:
-        digest = content_hash(data)
-        ids = content_key(self.ocr_pipeline, f"figures={self.figures_dir}/{self.extract_figures}",
-                          f"delimiter={self.pages_delimiter!r}")
+    def load_results(self, path: str | Path, extra_info: dict | None = None) -> list[Document]:
+        """Documents from a Ray job's output (`dsocr_loaders.ray.run_job`) instead of running the model: the same
+        metadata and ids as a local run with the job's settings."""
+        from itertools import groupby
+
+        from .ocr.parquet import read_results
+
+        docs: list[Document] = []
+        for name, group in groupby(read_results(path), key=lambda row: row[0].source):
+            rows = list(group)
+            key = next((k for _, _, k in rows if k), None)
+            docs.extend(self._to_documents(iter(r for r, _, _ in rows), name, None, extra_info or {},
+                                           digest=rows[0][1], key=key))
+        return docs
+
+    def _to_documents(self, results: Iterator[PageResult], name: str, data: Any, extra: dict, *,
+                      digest: str | None = None, key: list[str] | None = None) -> Iterator[Document]:
+        digest = digest if digest is not None else content_hash(data)
+        suffix = (f"figures={self.figures_dir}/{self.extract_figures}", f"delimiter={self.pages_delimiter!r}")
+        ids = (*key, *suffix) if key else content_key(self.ocr_pipeline, *suffix)
         results = LoaderOptions.kept(self, with_progress(results, name, self.show_progress))  # type: ignore[arg-type]
         file_meta = {"file_path": name, "file_name": Path(name).name}
         if self.split == "chunks":

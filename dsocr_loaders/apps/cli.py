@@ -17,6 +17,7 @@ import re
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
+from itertools import groupby
 from pathlib import Path
 
 from dsocr_model.family.registry import known_modes
@@ -80,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "one pass (its multi-page mode), split back per page")
     c.add_argument("--dpi", type=float, default=S.DEFAULT_DPI, help="PDF rendering resolution (official: 144)")
     c.add_argument("--password", default=None, help="password of encrypted PDFs")
-    c.add_argument("--engine", default="local", choices=S.ENGINES,
-                   help="local: run the model here; openai: an OpenAI-compatible server (vLLM, SGLang) at --base-url")
+    c.add_argument("--engine", default="local", choices=(*S.ENGINES, "ray"),
+                   help="local: run the model here; openai: an OpenAI-compatible server (vLLM, SGLang) at --base-url; "
+                        "ray: a Ray Data job over the cluster's GPUs (needs dsocr[ray]; resumable, OUT/ray holds its rows)")
+    c.add_argument("--address", default=None, help="--engine ray: the cluster to join (auto, ray://...); default: "
+                   "a local one")
+    c.add_argument("--num-gpus", type=int, default=None, help="--engine ray: OCR actors, one GPU each (default: every "
+                   "GPU of the cluster; 0: one actor on CPUs)")
     c.add_argument("--base-url", default=None,
                    help="server for --engine openai, e.g. http://localhost:8000/v1 (default: $DSOCR_BASE_URL); "
                         "API key from $DSOCR_API_KEY or $OPENAI_API_KEY")
@@ -124,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def convert_with_ray(args: argparse.Namespace, out: Path, formats: set[str]) -> int:
+    """`--engine ray`: the Ray Data job into OUT/ray (rows per page, resumable), then the usual files per input."""
+    try:
+        import ray
+
+        from ..ray import run_job
+    except ImportError as e:
+        print(f"dsocr: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    from ..ocr.parquet import read_results
+
+    ray.init(address=args.address, ignore_reinit_error=True, log_to_driver=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if args.num_gpus is None else args.num_gpus
+    ocr = {"task": args.task, "locate_text": args.locate_text, "mode": args.mode, "max_new_tokens": args.max_new_tokens}
+    summary = run_job(args.inputs, out / "ray", model=args.model, device=args.device if gpus else "cpu", ocr=ocr,
+                      dpi=args.dpi, table_format=args.table_format, num_gpus=1 if gpus else 0, num_actors=max(gpus, 1))
+    pages = [r for r, _, _ in read_results(out / "ray")]
+    used: set[str] = set()
+    for _, group in groupby(pages, key=lambda r: r.source):
+        _write(out, list(group), formats, args, used)
+    failed = sum(r.status == "error" for r in pages)
+    print(f"dsocr: {len(pages)} pages with Ray in {summary['seconds']:.1f} s: {failed} failed, "
+          f"{summary['resumed']} resumed, {summary['reconciled']} lost with crashed workers -> {out}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def run_server(args: argparse.Namespace) -> int:
     import os
 
@@ -152,6 +184,8 @@ def convert(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if args.engine == "ray":
+        return convert_with_ray(args, out, formats)
     cache = None if args.no_cache else ResultCache(Path(args.cache_dir) / "results.sqlite" if args.cache_dir else None)
     options = {"concurrency": args.concurrency, "timeout": args.timeout} if args.engine == "openai" else {}
     try:
