@@ -175,3 +175,42 @@ def test_dsocr_serve_command_line():
     args = build_parser().parse_args(["serve", "--model", str(GOLDEN), "--port", "9001", "--max-in-flight", "8"])
     assert (args.command, args.host, args.port, args.max_in_flight, args.allow_remote_images) == \
         ("serve", "127.0.0.1", 9001, 8, False)
+
+
+def test_fifty_concurrent_clients_with_a_queue_of_eight_get_answers_or_429_never_a_hang_or_500():
+    settings = ServerSettings("m", max_in_flight=8)
+    page = Image.new("RGB", (64, 48), "white")
+    with running(create_app(SlowEngine(), settings)) as base, ThreadPoolExecutor(50) as pool:
+        statuses = [f.result(timeout=60)[0] for f in [pool.submit(_post, base, _body(page)) for _ in range(50)]]
+        assert set(statuses) <= {200, 429} and statuses.count(200) >= 8 and 429 in statuses
+        with urllib.request.urlopen(base.removesuffix("/v1") + "/metrics") as r:
+            assert "dsocr_queue_depth 0" in r.read().decode()
+
+
+def test_malformed_bodies_get_4xx_with_a_message(url):
+    req = urllib.request.Request(url + "/chat/completions", b"{not json", {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 400 and "not JSON" in json.loads(e.value.read())["error"]["message"]
+    for body in ({"messages": "nope"}, {"messages": [{"role": "user", "content": 5}]}, {"model": "m"}):
+        status, reply, _ = _post(url, body)
+        assert status == 400 and reply["error"]["message"]
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot():
+    settings = ServerSettings("m", max_in_flight=1)
+    page = Image.new("RGB", (64, 48), "white")
+    with running(create_app(SlowEngine(), settings)) as base:
+        host, port = base.removeprefix("http://").removesuffix("/v1").split(":")
+        body = json.dumps(_body(page, stream=True)).encode()
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert b"200 OK" in conn.recv(4096)  # the stream started (role chunk), then the client goes away
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the slot comes back once the server notices
+            status, _, _ = _post(base, _body(page))
+            if status == 200:
+                break
+            time.sleep(0.2)
+        assert status == 200

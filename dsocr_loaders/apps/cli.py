@@ -135,7 +135,7 @@ def convert_with_ray(args: argparse.Namespace, out: Path, formats: set[str]) -> 
     try:
         import ray
 
-        from ..ray import run_job
+        from .ray_job import run_job
     except ImportError as e:
         print(f"dsocr: {e}", file=sys.stderr)
         return EXIT_USAGE
