@@ -27,7 +27,7 @@ from .quality import ON_SUSPECT, Thresholds, assess
 from .results import PageResult
 from .settings import DEFAULT_ON_ERROR, ON_ERROR, PASSWORD_HINT, EngineSettings, OCRSettings, OutputSettings, RenderSettings
 from .sources import PageImage, Pages, Source, render_pages
-from .types import OCREngine, OCRRequest
+from .types import OCREngine, OCRRequest, OCRResponse
 
 logger = logging.getLogger(__name__)
 MAX_GUARD_WINDOW = 1024  # the longest window the batched engine's guard looks back over
@@ -212,16 +212,7 @@ class OCRPipeline:
         try:
             if isinstance(future, Exception):
                 raise future
-            response = future.result()
-            t0 = time.perf_counter()
-            result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
-                                image=item.image if self.output.extract_figures else None,
-                                finish_reason=response.finish_reason, table_format=self.output.table_format,
-                                box_syntax=self.spec.box_syntax)
-            result.text_tokens = response.text_tokens
-            result.timings.update(response.timings)
-            result.quality = assess(result.markdown, result.status, response.signals, item.text_layer, self.thresholds)
-            result.timings["parse_s"] = time.perf_counter() - t0
+            result = self._parse(item, future.result())
             if self.on_suspect == "retry" and result.quality.verdict != "good":
                 result = self._retry(item, result)
         except EngineUnavailableError:
@@ -231,6 +222,19 @@ class OCRPipeline:
             result = PageResult(page=item.page, status="error", error=f"{type(e).__name__}: {e}",
                                 error_type=type(e).__name__)
         return self._decorate(result, item)
+
+    def _parse(self, item: PageImage, response: OCRResponse) -> PageResult:
+        """The engine's answer for a page -> its PageResult with token counts, timings and quality."""
+        t0 = time.perf_counter()
+        result = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
+                            image=item.image if self.output.extract_figures else None,
+                            finish_reason=response.finish_reason, table_format=self.output.table_format,
+                            box_syntax=self.spec.box_syntax)
+        result.text_tokens = response.text_tokens
+        result.timings.update(response.timings)
+        result.quality = assess(result.markdown, result.status, response.signals, item.text_layer, self.thresholds)
+        result.timings["parse_s"] = time.perf_counter() - t0
+        return result
 
     def _retry(self, item: PageImage, first: PageResult) -> PageResult:
         """Read a suspect page once more with a stricter guard (half the n-gram, twice the window); the better
@@ -246,13 +250,7 @@ class OCRPipeline:
         except Exception as e:
             logger.warning("%s page %d: retry failed, keeping the first answer: %s", item.source, item.page + 1, e)
             return first
-        second = parse_page(response.text, item.width, item.height, item.unit, page=item.page,
-                            image=item.image if self.output.extract_figures else None,
-                            finish_reason=response.finish_reason, table_format=self.output.table_format,
-                            box_syntax=self.spec.box_syntax)
-        second.text_tokens = response.text_tokens
-        second.timings.update(response.timings)
-        second.quality = assess(second.markdown, second.status, response.signals, item.text_layer, self.thresholds)
+        second = self._parse(item, response)
         best = min((first, second), key=lambda r: r.quality.rank())
         logger.info("%s page %d: %s page retried with guard %d/%d: %s -> %s, kept the %s", item.source,
                     item.page + 1, first.quality.verdict, n, w, first.quality.verdict, second.quality.verdict,
