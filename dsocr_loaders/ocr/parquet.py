@@ -5,12 +5,15 @@ Reading needs only pyarrow (no Ray), so the loaders can read a job's output on a
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .results import Element, PageResult
 from .quality import Quality
 
+logger = logging.getLogger(__name__)
 JSON_FIELDS = ("elements", "timings", "doc_metadata", "settings", "quality")
 
 
@@ -43,24 +46,30 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def done_page_ids(output: str | Path) -> set[str]:
-    """Page ids already written under `output` (the resume anti-join)."""
-    files = sorted(Path(output).glob("**/*.parquet")) if Path(output).exists() else []
-    if not files:
-        return set()
+def _tables(output: str | Path, columns: list[str] | None = None) -> Iterator[Any]:
+    """Each readable Parquet file under `output`; a file a killed job left half-written is skipped (its pages
+    are simply not done) and renamed aside, so the next run does not trip on it again."""
     import pyarrow.parquet as pq
 
-    return {pid for f in files for pid in pq.read_table(f, columns=["page_id"]).column("page_id").to_pylist()}
+    for f in sorted(Path(output).glob("**/*.parquet")) if Path(output).exists() else []:
+        try:
+            yield pq.read_table(f, columns=columns)
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a truncated file
+            logger.warning("%s is not a complete Parquet file (a killed job?): %s; its pages will be done again", f, e)
+            f.rename(f.with_suffix(".incomplete"))
+
+
+def done_page_ids(output: str | Path) -> set[str]:
+    """Page ids already written under `output` (the resume anti-join)."""
+    return {pid for t in _tables(output, ["page_id"]) for pid in t.column("page_id").to_pylist()}
 
 
 def read_results(output: str | Path) -> list[tuple[PageResult, str, list[str]]]:
-    """(PageResult, file sha256, content key) for every row under `output`, in the order of the job's inputs and pages; a page
-    written twice (a rerun without resume) counts once."""
-    import pyarrow.parquet as pq
-
+    """(PageResult, file sha256, content key) for every row under `output`, in the order of the job's inputs and
+    pages; a page written twice (a rerun without resume) counts once."""
     seen: dict[str, dict[str, Any]] = {}
-    for f in sorted(Path(output).glob("**/*.parquet")):
-        for row in pq.read_table(f).to_pylist():
+    for table in _tables(output):
+        for row in table.to_pylist():
             seen.setdefault(row["page_id"], row)
     rows = sorted(seen.values(), key=lambda r: (int(r.get("order") or 0), r["source"] or "", int(r["page"] or 0)))
     return [(page_result(r), r["sha256"], json.loads(r["content_key"] or "[]")) for r in rows]
