@@ -1,0 +1,103 @@
+"""Optical context compression, the CPU checks of COMPRESSION.md §4.8 that this slice covers: determinism,
+lossless partition, glyph coverage, the counts, metric parity and calibration."""
+from __future__ import annotations
+
+import pytest
+from PIL import ImageChops
+
+from dsocr_loaders.compress import (DoesNotFitError, MissingGlyphError, compression_stats, fidelity, normalize,
+                                    render_text_pages)
+from dsocr_loaders.compress.count import page_tokens
+from dsocr_loaders.compress.fidelity import levenshtein
+from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
+
+PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+         "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it "
+         "was the season of Darkness.\n\nThere were a king with a large jaw and a queen with a plain face, on the "
+         "throne of England; there were a king with a large jaw and a queen with a fair face, on the throne of "
+         "France. ") * 12  # Dickens, A Tale of Two Cities (1859), public domain
+
+
+def words(text: str) -> int:  # a toy tokenizer: CI has no DeepSeek tokenizer
+    return len(text.split())
+
+
+def test_rendering_is_deterministic():
+    first, second = render_text_pages(PROSE, mode="tiny"), render_text_pages(PROSE, mode="tiny")
+    assert len(first) > 1 and [p.png() for p in first] == [p.png() for p in second]
+    assert len({p.config_hash for p in first + second}) == 1
+    assert render_text_pages(PROSE, mode="tiny", font_px=13)[0].config_hash != first[0].config_hash
+
+
+@pytest.mark.parametrize("mode, side", [("tiny", 512), ("small", 640), ("base", 1024), ("large", 1280), ("gundam", 1280)])
+def test_pages_partition_the_text_exactly_on_the_mode_canvas(mode, side):
+    text = "Line one.\r\nA\tline with a tab and averyveryverylongwordthatcannotpossiblyfitonasinglelineofthepageatall" \
+           + "x" * 400 + "\n\n" + PROSE
+    pages = render_text_pages(text, mode=mode, font_px=14)
+    assert "".join(p.text for p in pages) == normalize(text)
+    assert [p.span[0] for p in pages[1:]] == [p.span[1] for p in pages[:-1]] and pages[0].span[0] == 0
+    margin = round(0.03 * side)
+    for p in pages:
+        assert p.image.size == (side, side)
+        ink = ImageChops.invert(p.image.convert("L")).getbbox()
+        assert ink is None or (ink[0] >= margin - 1 and ink[1] >= margin - 1 and ink[2] <= side - margin + 1
+                               and ink[3] <= side - margin + 1)
+
+
+def test_glyph_coverage_is_checked():
+    render_text_pages("Latin text and Кириллица, Ελληνικά too.", mode="tiny")
+    with pytest.raises(MissingGlyphError) as e:
+        render_text_pages("中文字 and 日本語", mode="tiny")
+    assert "U+4E2D" in str(e.value) and set(e.value.code_points) == set("中文字日本語")
+
+
+def test_one_page_shrinks_the_font_or_says_it_cannot():
+    (page,) = render_text_pages(PROSE, mode="small", fit="one_page", font_px=14)
+    assert page.font_px < 14 and page.text == normalize(PROSE)
+    with pytest.raises(DoesNotFitError):
+        render_text_pages(PROSE * 3, mode="tiny", fit="one_page", min_font_px=6)
+
+
+def test_counts_follow_the_models_geometry():
+    paper = {m: page_tokens(render_text_pages("x", mode=m)[0]) for m in ("tiny", "small", "base", "large", "gundam")}
+    assert {m: v[0] for m, v in paper.items()} == {"tiny": 64, "small": 100, "base": 256, "large": 400,
+                                                   "gundam": 256 + 4 * 100}
+    assert {m: v[2] for m, v in paper.items()} == {"tiny": 73, "small": 111, "base": 273, "large": 421,
+                                                   "gundam": DEEPSEEK_OCR.image_token_count(1280, 1280, "gundam")}
+    assert DEEPSEEK_OCR.valid_vision_tokens(1000, 600, "base") == int(256 * 600 / 1000)  # eq. 1 on a non-square page
+    pages = render_text_pages(PROSE, mode="small")
+    stats = compression_stats(PROSE, pages, tokenizer=words)
+    assert stats.text_tokens == words(PROSE) and stats.vision_tokens == 100 * len(pages)
+    assert stats.ratio == pytest.approx(words(PROSE) / (100 * len(pages)))
+    assert compression_stats(PROSE, pages, tokenizer=words, count="decoder").ratio < stats.ratio
+
+
+def test_fidelity_metrics_match_hand_computed_values():
+    f = fidelity("the cat sat on the mat", "the cat sat on a mat mat")
+    assert (f.precision, f.recall, f.fox_precision) == (5 / 6, 1.0, 1.0)
+    assert f.f1 == pytest.approx(2 * (5 / 6) / (5 / 6 + 1))
+    assert levenshtein("kitten", "sitting") == 3
+    assert f.edit_distance == pytest.approx(levenshtein("the cat sat on a mat mat", "the cat sat on the mat") / 24)
+    assert fidelity("Hello, world!", "hello world").edit_distance_normalized == pytest.approx(1 / 10)
+    cjk = fidelity("中文字", "中文")
+    assert cjk.tokenizer == "chars" and cjk.precision == 1.0 and cjk.recall == pytest.approx(2 / 3)
+
+
+def test_pure_python_levenshtein_equals_rapidfuzz(monkeypatch):
+    import builtins
+
+    pairs = [("kitten", "sitting"), ("", "abc"), ("optical compression", "optical decompression!")]
+    fast = [levenshtein(a, b) for a, b in pairs]
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name.startswith("rapidfuzz") else real_import(name, *a, **k))
+    assert [levenshtein(a, b) for a, b in pairs] == fast
+
+
+@pytest.mark.parametrize("target", [5.0, 10.0, 20.0])
+def test_target_ratio_is_calibrated_within_ten_percent(target):
+    text = PROSE * 8
+    pages = render_text_pages(text, mode="small", target_ratio=target, tokenizer=words)
+    full = pages[:-1]  # the last page is partly empty
+    ratio = sum(words(p.text) for p in full) / (100 * len(full))
+    assert abs(ratio - target) / target <= 0.10, (ratio, pages[0].font_px)
