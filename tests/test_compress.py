@@ -101,3 +101,41 @@ def test_target_ratio_is_calibrated_within_ten_percent(target):
     full = pages[:-1]  # the last page is partly empty
     ratio = sum(words(p.text) for p in full) / (100 * len(full))
     assert abs(ratio - target) / target <= 0.10, (ratio, pages[0].font_px)
+
+
+# Paper Table 2: per bin of text tokens, the mean ratio for Tiny (64 tokens) and Small (100). Synthetic pages whose
+# token counts have bin means that round to both columns (no Fox data here: its licence is non-commercial).
+TABLE2 = [(600, 672, 10.5, 6.7), (700, 753, 11.8, 7.5), (800, 846, 13.2, 8.5), (900, 966, 15.1, 9.7),
+          (1000, 1056, 16.5, 10.6), (1100, 1132, 17.7, 11.3), (1200, 1261, 19.7, 12.6)]
+
+
+def test_study_aggregation_reproduces_table_2_arithmetic():
+    from dsocr_loaders.compress import StudyRow, StudyTable
+
+    table = StudyTable(("tiny", "small"), tuple(range(600, 1301, 100)))
+    for _, mean, _, _ in TABLE2:
+        for delta in (-20, 0, 20):  # three pages per bin, their mean is `mean`
+            for mode, vision in (("tiny", 64), ("small", 100)):
+                table.rows.append(StudyRow(mode, mean + delta, vision, 0.9, 0.8, 0.85, 0.1))
+    cells = table.cells()
+    assert [round(c["tiny"]["ratio"], 1) for c in cells] == [t for _, _, t, _ in TABLE2]
+    assert [round(c["small"]["ratio"], 1) for c in cells] == [s for _, _, _, s in TABLE2]
+    assert all(c["pages"] == 3 for c in cells)
+    md = table.to_markdown()
+    assert "| 600–700 | 3 | 90.0% | 10.5× | 90.0% | 6.7× |" in md and md.count("\n") == len(cells) + 1
+
+
+def test_decompress_and_study_run_end_to_end_on_the_tiny_model():
+    """Statuses and numbers are produced for every page (their values mean nothing on random weights)."""
+    from conftest import GOLDEN
+    from dsocr_loaders import LocalEngine
+    from dsocr_loaders.compress import compression_study, decompress, join_decodes
+
+    pages = render_text_pages(PROSE[:1500], mode="tiny", font_px=16)
+    with LocalEngine(str(GOLDEN), device="cpu") as engine:
+        decoded = decompress(pages, engine=engine, max_new_tokens=6)
+        assert len(decoded) == len(pages) and all(d.status in ("ok", "max_tokens", "repetition") for d in decoded)
+        assert all(d.generated_tokens for d in decoded) and join_decodes(decoded).count("\n") >= len(pages) - 1
+        table = compression_study([PROSE[:600], PROSE[:900]], modes=("tiny",), engine=engine, tokenizer=words,
+                                  bins=(0, 100, 200))
+    assert len(table.rows) == 2 and all(0 <= r.precision <= 1 and r.ratio > 0 for r in table.rows)
