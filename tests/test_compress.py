@@ -139,3 +139,21 @@ def test_decompress_and_study_run_end_to_end_on_the_tiny_model():
         table = compression_study([PROSE[:600], PROSE[:900]], modes=("tiny",), engine=engine, tokenizer=words,
                                   bins=(0, 100, 200))
     assert len(table.rows) == 2 and all(0 <= r.precision <= 1 and r.ratio > 0 for r in table.rows)
+
+
+def test_cli_render_and_compress_study(tmp_path, capsys):
+    import json
+
+    from conftest import GOLDEN
+    from dsocr_loaders.apps.cli import main
+
+    source = tmp_path / "tale.txt"
+    source.write_text(PROSE[:3000], encoding="utf-8")
+    assert main(["render", str(source), "-o", str(tmp_path / "pages"), "--mode", "small", "--target-ratio", "10"]) == 0
+    meta = json.loads((tmp_path / "pages" / "pages.json").read_text())
+    assert len(meta) == len(list((tmp_path / "pages").glob("page_*.png"))) >= 1 and meta[0]["mode"] == "small"
+    assert main(["render", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "x")]) == 2
+    short = tmp_path / "short.txt"
+    short.write_text(PROSE[:300], encoding="utf-8")
+    assert main(["compress-study", str(short), "--modes", "tiny", "--model", str(GOLDEN), "--device", "cpu"]) == 0
+    assert "| text tokens | pages | tiny precision | tiny ratio |" in capsys.readouterr().out

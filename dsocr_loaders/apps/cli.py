@@ -23,6 +23,8 @@ from pathlib import Path
 from dsocr_model.family.registry import known_modes
 
 from ..ocr import settings as S
+from .compress_cli import add_commands as add_compress_commands
+from .compress_cli import run as run_compress
 from ..ocr.chunks import DEFAULT_CHUNK_TOKENS, chunk_pages
 EXAMPLES = """examples:
   dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs clients send")
     v.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")
     v.add_argument("--log-level", default=None, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_compress_commands(sub, _HelpFormatter)
     return ap
 
 
@@ -280,8 +283,11 @@ def _write(out: Path, pages: list, formats: set[str], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level or ("DEBUG" if args.verbose > 1 else "INFO" if args.verbose else "WARNING")
+    verbose = getattr(args, "verbose", 0)
+    level = getattr(args, "log_level", None) or ("DEBUG" if verbose > 1 else "INFO" if verbose else "WARNING")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     if level == "WARNING":  # loading a model takes minutes: say what is loaded from where, and how long it took
         logging.getLogger("dsocr_loaders.ocr.engines").setLevel(logging.INFO)
+    if args.command in ("render", "compress-study"):
+        return run_compress(args)
     return run_server(args) if args.command == "serve" else convert(args)
