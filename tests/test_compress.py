@@ -2,6 +2,8 @@
 lossless partition, glyph coverage, the counts, metric parity and calibration."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import ImageChops
 
@@ -157,3 +159,30 @@ def test_cli_render_and_compress_study(tmp_path, capsys):
     short.write_text(PROSE[:300], encoding="utf-8")
     assert main(["compress-study", str(short), "--modes", "tiny", "--model", str(GOLDEN), "--device", "cpu"]) == 0
     assert "| text tokens | pages | tiny precision | tiny ratio |" in capsys.readouterr().out
+
+
+def test_framework_adapters_end_to_end_on_the_tiny_model(tmp_path):
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeRelationship, TextNode
+
+    from conftest import GOLDEN
+    from dsocr_loaders import LocalEngine
+    from dsocr_loaders.compress.adapters import langchain_compressor, llama_index_transform
+
+    with LocalEngine(str(GOLDEN), device="cpu") as engine:
+        compressor = langchain_compressor()(image_dir=tmp_path / "lc", mode="tiny", font_px=16, engine=engine,
+                                            verify=True)
+        docs = compressor.transform_documents([Document(PROSE[:1500], metadata={"title": "Tale"}, id="doc-1")])
+        again = langchain_compressor()(image_dir=tmp_path / "lc", mode="tiny", font_px=16).transform_documents(
+            [Document(PROSE[:1500], metadata={"title": "Tale"}, id="doc-1")])
+    assert len(docs) > 1 and "".join(d.page_content for d in docs) == normalize(PROSE[:1500])
+    assert [d.id for d in docs] == [d.id for d in again] and len({d.id for d in docs}) == len(docs)
+    first = docs[0].metadata
+    assert first["title"] == "Tale" and first["dsocr_vision_tokens"] == 64 and Path(first["dsocr_image_path"]).is_file()
+    assert first["dsocr_status"] in ("ok", "max_tokens", "repetition") and 0 <= first["dsocr_precision"] <= 1
+    assert not any(isinstance(v, str) and v.startswith("iVBOR") for v in first.values())  # no base64 image
+    nodes = llama_index_transform()(image_dir=str(tmp_path / "li"), mode="tiny", font_px=16)(
+        [TextNode(text=PROSE[:1500], id_="node-1")])
+    assert len(nodes) == len(docs) and nodes[0].image_path and nodes[0].text == docs[0].page_content
+    assert nodes[0].relationships[NodeRelationship.SOURCE].node_id == "node-1"
+    assert "dsocr_ratio" in nodes[0].excluded_embed_metadata_keys
