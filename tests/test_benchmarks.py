@@ -29,6 +29,14 @@ def test_throughput_benchmark_smoke(family):
     _assert_positive_rates(out.stdout)
 
 
+def test_compression_study_benchmark_smoke():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compression_study.py"), "--tiny", "--device", "cpu",
+                          "--pages", "3", "--new-tokens", "4"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "3 pages at 12 px" in out.stdout
+    _assert_positive_rates(out.stdout)
+
+
 def test_remote_client_benchmark_smoke():
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "remote_client.py"), "--pages", "4",
                           "--concurrency", "2"], capture_output=True, text=True, timeout=300)
