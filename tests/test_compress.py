@@ -186,3 +186,38 @@ def test_framework_adapters_end_to_end_on_the_tiny_model(tmp_path):
     assert len(nodes) == len(docs) and nodes[0].image_path and nodes[0].text == docs[0].page_content
     assert nodes[0].relationships[NodeRelationship.SOURCE].node_id == "node-1"
     assert "dsocr_ratio" in nodes[0].excluded_embed_metadata_keys
+
+
+def _box_font(path: Path, chars: str) -> Path:
+    """A minimal TrueType font covering `chars` (solid boxes), written with fontTools: a CJK stand-in."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    names = [".notdef", "space"] + [f"uni{ord(c):04X}" for c in chars]
+    glyphs = {}
+    for i, name in enumerate(names):
+        pen = TTGlyphPen(None)
+        if name != "space":  # .notdef a thin frame, the others solid boxes of varied heights
+            x1, y1 = (100, 700) if name == ".notdef" else (900, 750 - (i % 5) * 100)
+            pen.moveTo((50, 0)), pen.lineTo((50, y1)), pen.lineTo((x1, y1)), pen.lineTo((x1, 0)), pen.closePath()
+        glyphs[name] = pen.glyph()
+    fb = FontBuilder(1000, isTTF=True)
+    fb.setupGlyphOrder(names)
+    fb.setupCharacterMap({32: "space", **{ord(c): f"uni{ord(c):04X}" for c in chars}})
+    fb.setupGlyf(glyphs)
+    fb.setupHorizontalMetrics({n: (1000, 50) for n in names})
+    fb.setupHorizontalHeader(ascent=900, descent=-100)
+    fb.setupNameTable({"familyName": "BoxCJK", "styleName": "Regular"})
+    fb.setupOS2()
+    fb.setupPost()
+    fb.save(str(path))
+    return path
+
+
+def test_cjk_text_renders_with_a_font_that_covers_it(tmp_path):
+    font = _box_font(tmp_path / "box-cjk.ttf", "中文字日本語")
+    pages = render_text_pages("中文字 日本語\n" * 30, mode="tiny", font=font, font_px=20)
+    assert "".join(p.text for p in pages) == normalize("中文字 日本語\n" * 30)
+    assert pages[0].image.convert("L").getextrema()[0] < 50  # ink was drawn
+    with pytest.raises(MissingGlyphError, match=r"U\+0041"):
+        render_text_pages("中文 A", mode="tiny", font=font)  # the stand-in has no Latin
