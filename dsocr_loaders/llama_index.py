@@ -26,15 +26,14 @@ except ImportError as e:  # say which extra brings it, not only which module is 
     raise ImportError(f"dsocr_loaders.llama_index needs llama-index-core ({e}): pip install 'dsocr[llamaindex]'") from e
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from .ocr.chunks import DEFAULT_CHUNK_TOKENS
 from .ocr.ids import (chunk_metadata, content_hash, content_key, element_metadata, ocr_metadata, page_metadata,
                       save_figures, single_status, stable_id)
 from .ocr.options import LoaderOptions
 from .ocr.pipeline import OCRPipeline
 from .ocr.progress import with_progress
 from .ocr.results import PageResult
-from .ocr.settings import (DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_SPLIT, DEFAULT_TABLE_FORMAT, PAGES_DELIMITER,
-                           default_device, default_model)
+from .ocr.settings import (DEFAULT_CHUNK_TOKENS, DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_ON_SUSPECT, DEFAULT_SPLIT,
+                           DEFAULT_TABLE_FORMAT, PAGES_DELIMITER, default_device, default_model)
 from .ocr.sources import iter_inputs
 from .ocr.types import DEFAULT_MAX_NEW_TOKENS
 
@@ -73,7 +72,7 @@ class DeepSeekOCRReader(BasePydanticReader):
     pages_delimiter: str = Field(default=PAGES_DELIMITER, description='joins pages with split="single"')
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, description='split="chunks": token budget per chunk')
     drop_headers_footers: bool = Field(default=True, description="page headers/footers out of chunk text")
-    on_suspect: str = Field(default="keep", description='pages of doubtful quality: "keep" | "retry" | "drop"')
+    on_suspect: str = Field(default=DEFAULT_ON_SUSPECT, description='pages of doubtful quality: "keep" | "retry" | "drop"')
     include_boxes: bool = Field(default=True, description="the page's boxes as ocr_elements")
     nested_metadata: bool = Field(default=False, description="boxes as lists, not JSON strings")
     figures_dir: str | None = Field(default=None, description="save figure crops there and link them")

@@ -11,37 +11,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_model_core_benchmark_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "model_core.py"), "--tiny", "--device", "cpu",
-                          "--new-tokens", "4", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+def _run(script: str, *args: str) -> str:
+    """Run a benchmark; it must succeed and print only positive rates. Returns its output."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "903 image tokens" in out.stdout
     _assert_positive_rates(out.stdout)
+    return out.stdout
+
+
+def test_model_core_benchmark_smoke():
+    assert "903 image tokens" in _run("model_core.py", "--tiny", "--device", "cpu", "--new-tokens", "4", "--repeats", "1")
 
 
 @pytest.mark.parametrize("family", ["v1", "unlimited", "ocr2"])
 def test_throughput_benchmark_smoke(family):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--tiny", "--device", "cpu",
-                          "--pages", "3", "--new-tokens", "3", "--max-batch", "2", "--baseline", "1", "--family", family],
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "pages/s" in out.stdout and "speed-up" in out.stdout and "KV cache row per page" in out.stdout
-    _assert_positive_rates(out.stdout)
+    out = _run("throughput.py", "--tiny", "--device", "cpu", "--pages", "3", "--new-tokens", "3", "--max-batch", "2",
+               "--baseline", "1", "--family", family)
+    assert "pages/s" in out and "speed-up" in out and "KV cache row per page" in out
 
 
 def test_compression_study_benchmark_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compression_study.py"), "--tiny", "--device", "cpu",
-                          "--pages", "3", "--new-tokens", "4"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "3 pages at 12 px" in out.stdout
-    _assert_positive_rates(out.stdout)
+    assert "3 pages at 12 px" in _run("compression_study.py", "--tiny", "--device", "cpu", "--pages", "3",
+                                      "--new-tokens", "4")
 
 
 def test_remote_client_benchmark_smoke():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "remote_client.py"), "--pages", "4",
-                          "--concurrency", "2"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    _assert_positive_rates(out.stdout)
+    _run("remote_client.py", "--pages", "4", "--concurrency", "2")
 
 
 def _assert_positive_rates(text: str) -> None:

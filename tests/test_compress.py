@@ -221,3 +221,20 @@ def test_cjk_text_renders_with_a_font_that_covers_it(tmp_path):
     assert pages[0].image.convert("L").getextrema()[0] < 50  # ink was drawn
     with pytest.raises(MissingGlyphError, match=r"U\+0041"):
         render_text_pages("中文 A", mode="tiny", font=font)  # the stand-in has no Latin
+
+
+def test_gundam_calibration_counts_its_real_tokens():
+    """Gundam pages are a 1024 global view and 2x2 tiles of 640: 256 + 4 x 100 = 656 tokens, not 4 x 400."""
+    text = PROSE * 8
+    pages = render_text_pages(text, mode="gundam", target_ratio=4, tokenizer=words)
+    full = pages[:-1]
+    assert page_tokens(full[0])[0] == 656
+    ratio = sum(words(p.text) for p in full) / (656 * len(full))
+    assert abs(ratio - 4) / 4 <= 0.10, (ratio, pages[0].font_px)
+
+
+def test_text_of_the_wrong_type_is_a_clear_error():
+    with pytest.raises(TypeError, match="text must be a str"):
+        render_text_pages(b"bytes", mode="tiny")
+    (blank,) = render_text_pages("", mode="tiny")  # empty text: one blank page, its span empty
+    assert blank.span == (0, 0) and blank.text == ""

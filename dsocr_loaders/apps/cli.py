@@ -25,7 +25,7 @@ from dsocr_model.family.registry import known_modes
 from ..ocr import settings as S
 from .compress_cli import add_commands as add_compress_commands
 from .compress_cli import run as run_compress
-from ..ocr.chunks import DEFAULT_CHUNK_TOKENS, chunk_pages
+from ..ocr.chunks import chunk_pages
 EXAMPLES = """examples:
   dsocr convert report.pdf -o out/                       # out/report.md, out/report.json
   dsocr convert scans/ invoices/*.pdf -o out/ --pages 1-3 --figures --layout
@@ -75,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mode", default=S.default_mode(), help=f"resolution mode of the model (None: its own, gundam "
                    f"for v1; $DSOCR_MODE); registered: {', '.join(known_modes())}")
     c.add_argument("--pages", default=None, help='pages to read, 1-based: "1-3,7"')
-    c.add_argument("--on-suspect", default="keep", choices=("keep", "retry"), help="pages whose quality verdict is "
+    c.add_argument("--on-suspect", default=S.DEFAULT_ON_SUSPECT, choices=("keep", "retry"), help="pages whose quality verdict is "
                    "not good (counted as suspect in the summary): keep them, or retry once with a stricter guard")
-    c.add_argument("--chunk-tokens", type=int, default=DEFAULT_CHUNK_TOKENS,
+    c.add_argument("--chunk-tokens", type=int, default=S.DEFAULT_CHUNK_TOKENS,
                    help="token budget of the heading-aware chunks listed in the JSON")
     c.add_argument("--pages-per-pass", type=int, default=1, help="Unlimited-OCR: read up to N pages of a file in "
                    "one pass (its multi-page mode), split back per page")

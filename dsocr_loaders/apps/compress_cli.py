@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-MODES = ("tiny", "small", "base", "large", "gundam")
+from ..compress.geometry import MODES
+
 
 
 def add_commands(sub, formatter) -> None:

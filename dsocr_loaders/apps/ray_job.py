@@ -35,7 +35,8 @@ from ..ocr.formats import PageImage, open_document
 from ..ocr.ids import content_hash
 from ..ocr.parquet import done_page_ids, result_row
 from ..ocr.results import PageResult
-from ..ocr.settings import EngineSettings, OCRSettings, OutputSettings, RenderSettings
+from ..ocr.settings import (DEFAULT_DPI, DEFAULT_TABLE_FORMAT, EngineSettings, OCRSettings, OutputSettings,
+                            RenderSettings)
 from ..ocr.sources import iter_inputs
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def _settings_key(engine: dict, ocr: dict) -> str:
 
 
 def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", engine_options: dict | None = None,
-                ocr: dict | None = None, dpi: float = 144, table_format: str = "html", num_gpus: float = 0,
+                ocr: dict | None = None, dpi: float = DEFAULT_DPI, table_format: str = DEFAULT_TABLE_FORMAT, num_gpus: float = 0,
                 num_actors: int = 1, batch_size: int = 8, rows_per_block: int = 8, in_flight_per_actor: int = 4,
                 skip_page_ids: set[str] | None = None, page_timeout_s: float = PAGE_TIMEOUT_S,
                 engine_factory: str | None = None) -> "ray.data.Dataset":
@@ -218,7 +219,7 @@ def _job_settings(options: dict[str, Any]) -> tuple[dict, dict]:
     from ..ocr.settings import default_model
 
     engine, ocr_kw, _, _ = _settings(options.get("model") or default_model(), options.get("device", "auto"),
-                                     options.get("engine_options"), options.get("ocr"), options.get("dpi", 144), "html")
+                                     options.get("engine_options"), options.get("ocr"), options.get("dpi", DEFAULT_DPI), DEFAULT_TABLE_FORMAT)
     return engine, ocr_kw
 
 

@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # say which extra brings it
     raise ImportError(f"dsocr serve needs FastAPI and uvicorn ({e}): pip install 'dsocr[serve]'") from e
 
-from ..ocr.types import OCREngine, OCRRequest
+from ..ocr.types import DEFAULT_MAX_NEW_TOKENS, OCREngine, OCRRequest
 
 logger = logging.getLogger(__name__)
 SPECIAL = re.compile(r"<\|/?(?:ref|det|grounding)\|>|<｜end▁of▁sentence｜>")
@@ -146,7 +146,7 @@ def to_request(body: dict[str, Any], spec, settings: ServerSettings) -> tuple[OC
         mode = mode or spec.multi_page_mode
     whitelist = xargs.get("whitelist_token_ids")
     request = OCRRequest(tuple(images) if len(images) > 1 else images[0], prompt, mode, xargs.get("crop_max"),
-                         body.get("max_tokens") or 8192, xargs.get("ngram_size", 0),
+                         body.get("max_tokens") or DEFAULT_MAX_NEW_TOKENS, xargs.get("ngram_size", 0),
                          xargs.get("window_size", 100) if xargs.get("ngram_size") else None,
                          tuple(whitelist) if whitelist is not None else ())
     return request, body.get("skip_special_tokens", True) is not False

@@ -15,6 +15,7 @@ from typing import Any
 from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
 from dsocr_model.family.spec import ModelSpec
 
+from .geometry import paper_tokens
 from .render import RenderedPage
 
 COUNTS = ("paper", "valid", "decoder")
@@ -61,15 +62,8 @@ def token_counter(tokenizer: Any) -> Callable[[str], int]:
 def page_tokens(page: RenderedPage, spec: ModelSpec = DEEPSEEK_OCR) -> tuple[int, int, int]:
     """(paper, valid, decoder) vision tokens of one rendered page, from the spec's own tiling."""
     w, h = page.image.size
-    mode = page.mode
-    m = spec.mode(mode)
-    cols, rows = spec.view_grid(w, h, mode)
-    if m.crop_mode:
-        paper = spec.side_tokens(m.base_size) ** 2 + (spec.side_tokens(m.image_size) ** 2 * cols * rows
-                                                      if cols * rows > 1 else 0)
-    else:
-        paper = spec.side_tokens(m.image_size) ** 2
-    return paper, spec.valid_vision_tokens(w, h, mode), spec.image_token_count(w, h, mode)
+    return (paper_tokens(w, h, page.mode, spec), spec.valid_vision_tokens(w, h, page.mode),
+            spec.image_token_count(w, h, page.mode))
 
 
 def compression_stats(text: str, pages: Sequence[RenderedPage], tokenizer: Any = None, count: str = "paper",

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
+from .geometry import MODES, canvas, paper_tokens
 
 BUNDLED_FONT = Path(__file__).parent / "fonts" / "DejaVuSans.ttf"
-CANVAS = {"tiny": 512, "small": 640, "base": 1024, "large": 1280, "gundam": 1280}  # gundam: 2x2 tiles of 640
 CHARS_PER_TOKEN = 4.33  # English prose in DeepSeek-OCR's tokenizer (Fox EN, COMPRESSION.md §4.1)
 MAX_FONT_PX = 64.0
 
@@ -130,7 +129,7 @@ def _config_hash(**params) -> str:
 
 
 def _geometry(mode: str, font_px: float, line_height: float, margin_px: int | None) -> tuple[int, int, float, int]:
-    side = CANVAS[mode]
+    side = canvas(mode)
     margin = round(0.03 * side) if margin_px is None else margin_px
     rows = max(1, int((side - 2 * margin) // (font_px * line_height)))
     return side, margin, side - 2 * margin, rows
@@ -139,7 +138,7 @@ def _geometry(mode: str, font_px: float, line_height: float, margin_px: int | No
 def _calibrate(text: str, font_path: Path, mode: str, target: float, line_height: float, margin_px: int | None,
                chars_per_token: float, min_px: float) -> float:
     """The glyph size whose full first page holds `target` text tokens per vision token (binary search)."""
-    vision = DEEPSEEK_OCR.side_tokens(CANVAS[mode]) ** 2 * (4 if mode == "gundam" else 1)
+    vision = paper_tokens(canvas(mode), canvas(mode), mode)
     sample = text * (1 + 40_000 // max(len(text), 1))  # enough text to fill a page at any size
     lo, hi = min_px, MAX_FONT_PX
     for _ in range(16):  # 58/2^16 px: far below what changes a line
@@ -158,8 +157,10 @@ def render_text_pages(text: str, *, mode: str = "small", font: str | Path | None
     """Render `text` into pages of `mode` (tiny/small/base/large/gundam). Give `font_px`, or `target_ratio`
     (text tokens per vision token; calibrated on this text with `tokenizer`, a `str -> int` token counter,
     default ~4.33 characters per DeepSeek token), or neither (12 px, ≈10x for English prose)."""
-    if mode not in CANVAS:
-        raise ValueError(f"mode must be one of {sorted(CANVAS)}, got {mode!r}")
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if fit not in ("paginate", "one_page"):
         raise ValueError("fit must be 'paginate' or 'one_page'")
     font_path = Path(font) if font is not None else BUNDLED_FONT

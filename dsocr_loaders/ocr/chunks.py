@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .results import Element, PageResult
+from .settings import DEFAULT_CHUNK_TOKENS
 
-DEFAULT_CHUNK_TOKENS = 512  # the input limit of common embedders (BGE, E5, MiniLM-class models: 512)
 HEADINGS = {"title": 1, "doc_title": 1, "sub_title": 2, "paragraph_title": 2}
 HEADERS_FOOTERS = {"header", "footer", "page_header", "page_footer", "page_number", "number", "header_image",
                    "footer_image"}

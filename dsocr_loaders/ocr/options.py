@@ -13,13 +13,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunks import DEFAULT_CHUNK_TOKENS, Chunk, chunk_pages
+from .chunks import Chunk, chunk_pages
 from .pipeline import OCRPipeline
-from .quality import ON_SUSPECT
 from .results import PageResult
-from .settings import (DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_SPLIT, DEFAULT_TABLE_FORMAT, ON_ERROR,
-                       PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings, OutputSettings, RenderSettings,
-                       default_device, default_model)
+from .settings import (DEFAULT_CHUNK_TOKENS, DEFAULT_DPI, DEFAULT_ON_ERROR, DEFAULT_ON_SUSPECT, DEFAULT_SPLIT,
+                       DEFAULT_TABLE_FORMAT, ON_ERROR, ON_SUSPECT, PAGES_DELIMITER, SPLITS, EngineSettings, OCRSettings,
+                       OutputSettings, RenderSettings, default_device, default_model)
 from .sources import Pages, resolve_on_error
 from .types import DEFAULT_MAX_NEW_TOKENS, OCREngine
 
@@ -77,7 +76,7 @@ class LoaderOptions:
     pages_delimiter: str = PAGES_DELIMITER
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     drop_headers_footers: bool = True
-    on_suspect: str = "keep"
+    on_suspect: str = DEFAULT_ON_SUSPECT
     include_boxes: bool = True
     nested_metadata: bool = False
     figures_dir: str | None = None

@@ -23,9 +23,10 @@ from .engines import make_engine
 from .errors import EngineUnavailableError
 from .grounding import parse_page
 from .multipage import submit_pass
-from .quality import ON_SUSPECT, Thresholds, assess
+from .quality import Thresholds, assess
 from .results import PageResult
-from .settings import DEFAULT_ON_ERROR, ON_ERROR, PASSWORD_HINT, EngineSettings, OCRSettings, OutputSettings, RenderSettings
+from .settings import (DEFAULT_ON_ERROR, DEFAULT_ON_SUSPECT, ON_ERROR, ON_SUSPECT, PASSWORD_HINT, EngineSettings,
+                       OCRSettings, OutputSettings, RenderSettings)
 from .sources import PageImage, Pages, Source, render_pages
 from .types import OCREngine, OCRRequest, OCRResponse
 
@@ -61,7 +62,7 @@ class OCRPipeline:
     def __init__(self, engine: OCREngine | EngineSettings | None = None, *, ocr: OCRSettings | None = None,
                  render: RenderSettings | None = None, output: OutputSettings | None = None,
                  on_error: str | None = DEFAULT_ON_ERROR, max_in_flight: int | None = None, cache: Any = None,
-                 on_suspect: str = "keep", thresholds: Thresholds | None = None) -> None:
+                 on_suspect: str = DEFAULT_ON_SUSPECT, thresholds: Thresholds | None = None) -> None:
         if on_error is not None and on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR} or None, got {on_error!r}")
         if on_suspect not in ON_SUSPECT:

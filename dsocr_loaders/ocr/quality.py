@@ -22,7 +22,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 VERDICTS = ("good", "suspect", "bad")
-ON_SUSPECT = ("keep", "retry", "drop")
 REPEATS = 4  # a unit must repeat this many times in a row to be a loop
 LOOP_WORDS = 16  # and the run must cover at least this many words
 MAX_UNIT = 40  # longest repeated unit looked for, in words
@@ -75,6 +74,9 @@ def loop_mask(tokens: list[str], repeats: int = REPEATS, min_words: int = LOOP_W
     for unit in range(1, min(max_unit, n // repeats) + 1):
         i = 0
         while i + unit * repeats <= n:
+            if tokens[i + unit] != tokens[i]:  # no repeat can start here: skip the slice compares
+                i += 1
+                continue
             k = 1
             while i + (k + 1) * unit <= n and tokens[i + k * unit:i + (k + 1) * unit] == tokens[i:i + unit]:
                 k += 1

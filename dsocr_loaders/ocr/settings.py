@@ -47,6 +47,9 @@ PAGES_DELIMITER = "\n\f"  # LangChain's PDF loaders' pages_delimiter: a form fee
 ON_ERROR = ("raise", "page", "skip")  # for a file that cannot be read: raise, one error result, or log only
 DEFAULT_ON_ERROR = None  # "raise" for one input, "page" for a folder or a list
 SPLITS = ("page", "single", "elements", "chunks")
+DEFAULT_CHUNK_TOKENS = 512  # split="chunks": the input limit of common embedders (BGE, E5, MiniLM-class: 512)
+ON_SUSPECT = ("keep", "retry", "drop")  # a page whose quality verdict is not "good"
+DEFAULT_ON_SUSPECT = "keep"
 DEFAULT_SPLIT = "page"
 ENGINES = ("local", "openai")
 PASS_PROMPT_ALLOWANCE = 32  # BOS and the multi-page instruction's text tokens, generously
