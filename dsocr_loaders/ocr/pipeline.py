@@ -16,7 +16,7 @@ from concurrent.futures import Future
 from typing import Any, Union
 
 from dsocr_model.family.deepseek_ocr import DEEPSEEK_OCR
-from dsocr_model.family.spec import ModelSpec
+from dsocr_model.family.spec import MAX_GUARD_WINDOW, ModelSpec
 
 from .cache import open_cache, page_key, stored_future
 from .engines import make_engine
@@ -31,7 +31,6 @@ from .sources import PageImage, Pages, Source, render_pages
 from .types import OCREngine, OCRRequest, OCRResponse
 
 logger = logging.getLogger(__name__)
-MAX_GUARD_WINDOW = 1024  # the longest window the batched engine's guard looks back over
 Item = Union[PageImage, PageResult]  # a rendered page, or a page that already failed
 
 

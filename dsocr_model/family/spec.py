@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .geometry import LAYOUTS, choose_grid, tokens_per_side
 
 DEFAULT_MAX_NEW_TOKENS = 8192  # the official scripts' limit; engines cap it to the context minus the prompt
+MAX_GUARD_WINDOW = 1024  # the longest n-gram window the batched guard looks back over (official: 50, 90, 128; 1024)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..family.spec import DEFAULT_MAX_NEW_TOKENS
+from ..family.spec import DEFAULT_MAX_NEW_TOKENS, MAX_GUARD_WINDOW
 from ..modeling.decoder import ring_slot
 from ..modeling.preprocess import ImageViews
 from .ngram import ngram_penalty
 
-MAX_WINDOW = 1024  # longest n-gram window the batched guard looks back over (official: 50, 90, 128; 1024 multi-page)
+MAX_WINDOW = MAX_GUARD_WINDOW  # the guard's history per row
 
 
 @dataclass
