@@ -15,7 +15,9 @@ _HOMES = {
     "PageDecode": "roundtrip", "decompress": "roundtrip", "join_decodes": "roundtrip",
     "StudyRow": "study", "StudyTable": "study", "compression_study": "study",
 }
-__all__ = sorted([*_HOMES, "Fidelity", "fidelity"])
+__all__ = ["CompressionStats", "DoesNotFitError", "Fidelity", "MissingGlyphError", "PageCount", "PageDecode",
+           "RenderedPage", "StudyRow", "StudyTable", "compression_stats", "compression_study", "decompress",
+           "fidelity", "join_decodes", "normalize", "render_text_pages"]
 
 
 def __getattr__(name: str) -> Any:
