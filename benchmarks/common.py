@@ -66,3 +66,35 @@ def build_model(full_size: bool, device: str, dtype: torch.dtype, seed: int = 0,
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def random_checkpoint(directory: str | Path, device: str = "cuda", family: str = "deepseek-ocr") -> Path:
+    """A full-size checkpoint of random weights in the official layout, written once to `directory`, with the
+    tests' small tokenizer: what the loaders, the server and the Ray job load by path (no download).
+
+    The test tokenizer knows 1,024 ids, so lm_head rows past them (and EOS's) are zeroed: greedy picks among
+    ids that decode to text and never stops early; the head's GEMM keeps its full 129,280-row cost.
+    """
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if (directory / "model.safetensors").exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    model = build_model(True, device, torch.bfloat16, family=family)
+    with torch.no_grad():
+        model.lm_head.weight[1024:] = 0
+        model.lm_head.weight[model.eos_token_id] = 0
+    state = {k: v.contiguous().cpu() for k, v in model.to_checkpoint(model.state_dict()).items()}
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads(family_config(family, True).read_text())
+    (directory / "config.json").write_text(json.dumps(config))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(TINY_CONFIG.parent / name, directory / name)
+    del model, state
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return directory

@@ -64,8 +64,7 @@ def main() -> None:
         with torch.inference_mode():  # prefill = vision + decoder over the prompt, first token chosen
             dev_ids = ids.to(args.device)[None]
             cache = KVCache(model.config.decoder, 1, T + n_new, args.device, dtype)
-            tok = int(prefill(model, model.embed(dev_ids, views), torch.arange(T, device=args.device)[None], cache,
-                              T).argmax())
+            tok = int(prefill(model, model.embed(dev_ids, views), cache).argmax())
             sync(args.device)
             t2 = time.perf_counter()
             for i in range(n_new - 1):  # decode alone, timed on its own (a difference of two runs can go negative)

@@ -45,7 +45,7 @@ def main() -> None:
     model = build_model(not args.tiny, args.device, dtype, family=args.family)
     spec = model.spec
     name = f"{torch.cuda.get_device_name() if cuda else 'cpu'} | {spec.name}"
-    views = [preprocess_image(synthetic_page(seed=0), "gundam", spec=spec)]
+    views = [preprocess_image(synthetic_page(seed=0), "gundam", spec=spec, normalize=False)]
     tail = [t % model.config.decoder.vocab_size for t in PROMPT_TAIL]
     ids = torch.tensor([model.bos_token_id] + [model.image_token_id] * views[0].num_image_tokens + tail)
     guard = spec.document_guard

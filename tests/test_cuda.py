@@ -137,3 +137,43 @@ def test_family_engine_with_cuda_graphs_equals_eager_and_fp32_equals_generate(fa
             outs = Engine(model, max_batch=2, max_seq_len=4096).generate(reqs)
             for o, (ids, views, n, ng, w) in zip(outs, singles):
                 assert o.token_ids == generate(model, ids, views, n, ngram_size=ng, window_size=w, eos_id=-1).token_ids
+
+
+def _staggered(engine, reqs, gap_s: float = 0.02):
+    """Submit one request every `gap_s`, so pages are admitted (on their own stream) while others decode."""
+    import time
+
+    futures = []
+    for r in reqs:
+        futures.append(engine.submit(r))
+        time.sleep(gap_s)
+    return [f.result() for f in futures]
+
+
+def test_overlapped_admission_fp32_equals_simple_path(cuda_model):
+    """Admission in its own thread and stream, rows refilled while others decode: the simple path's tokens."""
+    from dsocr_model.runtime.engine import Engine
+    from test_engine import _requests
+
+    reqs = _requests(cuda_model) * 2
+    engine = Engine(cuda_model, max_batch=3, max_seq_len=1024, max_prefill_pages=2)
+    assert engine.admission.overlap
+    outs = _staggered(engine, reqs)
+    for r, o in zip(reqs, outs):
+        assert o.token_ids == generate(cuda_model, r.input_ids, r.images, r.max_new_tokens).token_ids
+
+
+def test_graphs_are_captured_while_admission_runs_beside_them():
+    """Capturing a decode graph while the admission thread launches work on its stream must not fail (the
+    capture is thread-local): the engine keeps its graphs and every page gets its tokens."""
+    from dsocr_model.runtime.engine import Engine
+    from test_engine import _requests
+
+    model = DeepseekOCR.from_pretrained(GOLDEN, device="cuda", dtype=torch.bfloat16)
+    reqs = _requests(model) * 3
+    for r in reqs:
+        r.eos_token_id = -1  # every page runs to its limit
+    engine = Engine(model, max_batch=4, max_seq_len=1024, max_prefill_pages=1)
+    outs = _staggered(engine, reqs, gap_s=0.005)
+    assert engine.graphs is not None and len(engine.graphs.graphs) >= 2
+    assert [len(o.token_ids) for o in outs] == [r.max_new_tokens for r in reqs]

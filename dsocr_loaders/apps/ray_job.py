@@ -116,12 +116,18 @@ class OCRActor:
     """GPU stage: one per GPU; the model loads once, in the constructor. Async, so Ray keeps several batches in
     flight on one actor and the engine's continuous batching stays full. Every page becomes one row."""
 
-    def __init__(self, *, engine: dict, ocr: dict, render: dict, output: dict, page_timeout_s: float = PAGE_TIMEOUT_S):
-        self.pipeline = _job_pipeline(engine, ocr, render, output)
+    def __init__(self, *, engine: dict, ocr: dict, render: dict, output: dict, page_timeout_s: float = PAGE_TIMEOUT_S,
+                 pages_in_flight: int = 64):
+        from concurrent.futures import ThreadPoolExecutor
+
         from ..ocr.ids import content_key
 
+        self.pipeline = _job_pipeline(engine, ocr, render, output)
         self.key = list(content_key(self.pipeline))
         self.timeout = page_timeout_s
+        # A page holds a thread while the engine decodes it: as many threads as pages Ray keeps in flight here
+        # (asyncio's default pool, ~cores + 4, would cap the engine's batch at that many rows).
+        self._threads = ThreadPoolExecutor(max(1, pages_in_flight), thread_name_prefix="dsocr-ray-page")
 
     async def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         rows = await asyncio.gather(*(self._one(batch, i) for i in range(len(batch["page_id"]))))
@@ -144,8 +150,8 @@ class OCRActor:
                                 unit=None)
             return result_row(result, page_id, sha, self.key, order)
         try:
-            (result,) = await asyncio.wait_for(asyncio.to_thread(lambda: list(self.pipeline.run_pages([item]))),
-                                               self.timeout)
+            run = asyncio.get_running_loop().run_in_executor(self._threads, lambda: list(self.pipeline.run_pages([item])))
+            (result,) = await asyncio.wait_for(run, self.timeout)
         except asyncio.TimeoutError:
             result = PageResult(page=item.page, status="error", error=f"TimeoutError: no answer in {self.timeout:.0f} s",
                                 error_type="TimeoutError", source=item.source, total_pages=item.total_pages)
@@ -188,7 +194,8 @@ def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", 
                         max_retries=MAX_RESTARTS)
     return ds.map_batches(
         OCRActor, fn_constructor_kwargs={"engine": engine, "ocr": ocr_kw, "render": render, "output": output,
-                                         "page_timeout_s": page_timeout_s},
+                                         "page_timeout_s": page_timeout_s,
+                                         "pages_in_flight": batch_size * in_flight_per_actor},
         batch_size=batch_size, num_gpus=num_gpus, num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=num_actors, max_tasks_in_flight_per_actor=in_flight_per_actor),
         # a crashed actor always restarts (model reloaded), but a batch is retried at most MAX_RESTARTS times: a

@@ -43,33 +43,54 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Static cache k, v: [layers, B, H, S_max, hd]; rows written at explicit positions."""
+    """Static cache k, v: [layers, B, H, S_max, hd]; rows written at explicit slots.
 
-    def __init__(self, cfg: DecoderConfig, batch: int, max_len: int, device, dtype: torch.dtype) -> None:
-        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
+    `spare_slot` adds one slot past `max_len` to every row: a batched decode step sends the rows it carries but
+    does not use there (a row may be filling from another CUDA stream meanwhile), and attention never reads it.
+    """
+
+    def __init__(self, cfg: DecoderConfig, batch: int, max_len: int, device, dtype: torch.dtype,
+                 spare_slot: bool = False) -> None:
+        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len + int(spare_slot), cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = max_len
+        self.row_index: torch.Tensor | None = None  # set by `at_rows`: the batch rows a prefill writes
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        """Slots attention may read (the spare slot, if any, lies past them)."""
+        return self.length
+
+    @property
+    def spare(self) -> int:
+        """The slot idle rows write to (only meaningful with spare_slot=True)."""
+        return self.length
 
     def update(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v [B, H, T, hd] at cache slots [B, T]; return the layer's full cache."""
-        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        rows = torch.arange(k.shape[0], device=k.device)[:, None] if self.row_index is None else self.row_index[:, None]
         self.k[layer][rows, :, slots] = k.transpose(1, 2)  # index (B, T) on dims 0, 2 -> (B, T, H, hd)
         self.v[layer][rows, :, slots] = v.transpose(1, 2)
         return self.k[layer], self.v[layer]
 
+    def _view(self, k: torch.Tensor, v: torch.Tensor, row_index: torch.Tensor | None = None) -> "KVCache":
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.length, view.row_index = k, v, self.length, row_index
+        return view
+
     def rows(self, start: int, stop: int) -> "KVCache":
         """A view of batch rows start..stop (shares storage)."""
-        view = KVCache.__new__(KVCache)
-        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]
-        return view
+        return self._view(self.k[:, start:stop], self.v[:, start:stop])
 
     def slot(self, row: int) -> "KVCache":
         """One row: prefill one request into its batch slot."""
         return self.rows(row, row + 1)
+
+    def at_rows(self, rows: torch.Tensor) -> "KVCache":
+        """A write-only view for a prefill of fresh sequences: batch item i goes to cache row rows[i] (any rows,
+        in any order). Its attention is causal over the sequences' own keys, so the cache is never read."""
+        return self._view(self.k, self.v, rows)
 
     def prefix(self, n: int) -> "KVCache":
         """Rows 0..n: decode only the rows that can be live."""
@@ -115,12 +136,13 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is None:  # one full causal pass
+        if cache is not None:
+            k_all, v_all = cache.update(layer, slots, k, v)
+        if mask is None:  # fresh sequences (no cache, or a prefill into empty rows): causal over their own keys
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            k, v = cache.update(layer, slots, k, v)
+        else:  # over the cache's slots 0..kv_len, as the mask allows
             kv_len = mask.shape[-1]
-            y = F.scaled_dot_product_attention(q, k[:, :, :kv_len], v[:, :, :kv_len], attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k_all[:, :, :kv_len], v_all[:, :, :kv_len], attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
 
 

@@ -215,18 +215,19 @@ class DeepseekOCR(nn.Module):
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
                kv_len: int | None = None, slots: torch.Tensor | None = None,
-               visible: torch.Tensor | None = None) -> torch.Tensor:
+               visible: torch.Tensor | None = None, fresh: bool = False) -> torch.Tensor:
         """Decoder over embeddings [B, T, D] at positions [B, T] -> final-normed hidden [B, T, D].
 
         With a cache, K/V go to `slots` (default: the positions) and each query sees slots 0..`visible`
         (default: its position; R-SWA decoding passes both, see decoder.ring_slot); attention reads slots
         0..kv_len (default: the last visible + 1), and callers may round kv_len up (the mask hides the extra
-        slots) to keep the number of attention shapes small. Without a cache: one causal pass."""
+        slots) to keep the number of attention shapes small. `fresh`: the rows hold nothing yet (a prompt
+        prefill), so K/V are only written and attention is causal over x itself. Without a cache: one causal pass."""
         d = self.config.decoder
         cos, sin = rope_cos_sin(positions, d.head_dim, d.rope_theta, x.dtype)
         slots = positions if slots is None else slots
         mask = None
-        if cache is not None:
+        if cache is not None and not fresh:
             visible = positions if visible is None else visible
             mask = cache_mask(visible, min(kv_len or int(visible.max()) + 1, cache.max_len))
         for layer in self.model.layers:

@@ -21,7 +21,8 @@ PAD_COLOR = (127, 127, 127)  # tuple(int(0.5 * 255)) for mean 0.5: mid-grey, not
 class ImageViews:
     """Normalised views of one image, ready for the vision encoder.
 
-    global_view: float32 [3, S, S]; tiles: float32 [P, 3, s, s] with P = nw*nh (0 when untiled);
+    global_view: float32 [3, S, S]; tiles: float32 [P, 3, s, s] with P = nw*nh (0 when untiled); both may
+    instead be raw uint8 pixels, which the encoder normalises on its device (preprocess_image(normalize=False));
     grid: (nw, nh) tile columns and rows, (1, 1) when untiled; spec: the architecture whose token layout
     counts this image's placeholders.
     """
@@ -62,14 +63,20 @@ class ImageViews:
                           self.tiles.to(device=device, dtype=dtype), self.grid, self.spec)
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """uint8 HWC -> float32 CHW normalised to [-1, 1] as ToTensor + Normalize(0.5, 0.5).
+def normalize_pixels(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any layout) -> float32 in [-1, 1] as ToTensor + Normalize(0.5, 0.5), on the tensor's device.
 
-    Divide, subtract, divide: bit-identical to the reference (a fused `x * 2/255 - 1` is not).
+    Divide, subtract, divide: bit-identical to the reference (a fused `x * 2/255 - 1` is not), on CPU and GPU
+    alike (IEEE fp32 division), so views may travel as uint8 and be normalised where they are encoded.
     """
+    return x.float().div(255).sub(0.5).div(0.5)
+
+
+def to_tensor(image: Image.Image, normalize: bool = True) -> torch.Tensor:
+    """uint8 HWC -> CHW: float32 normalised to [-1, 1], or the raw uint8 (`normalize=False`)."""
     u8 = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    x = u8.view(image.height, image.width, 3).permute(2, 0, 1).float()
-    return x.div(255).sub(0.5).div(0.5)
+    x = u8.view(image.height, image.width, 3).permute(2, 0, 1)
+    return normalize_pixels(x) if normalize else x.contiguous()
 
 
 def tile_image(image: Image.Image, grid: tuple[int, int], tile_size: int) -> list[Image.Image]:
@@ -84,11 +91,13 @@ def tile_image(image: Image.Image, grid: tuple[int, int], tile_size: int) -> lis
 
 
 def preprocess_image(image: Image.Image, mode: str | None = None, max_crops: int | None = None,
-                     spec: ModelSpec = DEEPSEEK_OCR) -> ImageViews:
+                     spec: ModelSpec = DEEPSEEK_OCR, *, normalize: bool = True) -> ImageViews:
     """One RGB page image -> ImageViews for a `mode` of `spec` (v1: tiny/small/base/large/gundam/gundam-m).
 
     `max_crops` caps the tile count (v1: 6 as the official PDF pipeline and vLLM, the default; 9 as HF
-    `infer()`). The caller is expected to have applied EXIF orientation (the loaders do).
+    `infer()`). The caller is expected to have applied EXIF orientation (the loaders do). `normalize=False`
+    keeps the views as uint8 (a quarter of the memory while a page waits; the encoder normalises them on its
+    device with the same arithmetic, so the result is bit-identical).
     """
     m = spec.mode(mode)
     max_crops = spec.check_crops(spec.max_crops if max_crops is None else max_crops)
@@ -100,11 +109,12 @@ def preprocess_image(image: Image.Image, mode: str | None = None, max_crops: int
     if not m.crop_mode:
         if m.image_size <= spec.stretch_below:  # v1 tiny/small stretch to a square; base/large pad with grey
             image = image.resize((m.image_size, m.image_size))
-        return ImageViews(to_tensor(ImageOps.pad(image, (m.image_size, m.image_size), color=PAD_COLOR)), spec=spec)
+        return ImageViews(to_tensor(ImageOps.pad(image, (m.image_size, m.image_size), color=PAD_COLOR), normalize),
+                          spec=spec)
 
-    global_view = to_tensor(ImageOps.pad(image, (m.base_size, m.base_size), color=PAD_COLOR))
+    global_view = to_tensor(ImageOps.pad(image, (m.base_size, m.base_size), color=PAD_COLOR), normalize)
     grid = spec.view_grid(image.width, image.height, mode, max_crops)
     if grid == (1, 1):
         return ImageViews(global_view, spec=spec)
-    tiles = torch.stack([to_tensor(t) for t in tile_image(image, grid, m.image_size)])
+    tiles = torch.stack([to_tensor(t, normalize) for t in tile_image(image, grid, m.image_size)])
     return ImageViews(global_view, tiles, grid, spec)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .clip import ClipEncoder
-from .preprocess import ImageViews
+from .preprocess import ImageViews, normalize_pixels
 from .sam import SamEncoder
 
 
@@ -72,6 +72,19 @@ def grid_layout(global_feats: torch.Tensor, tile_feats: torch.Tensor | None, gri
 LAYOUTS = {"grid": grid_layout, "flat": flat_layout}  # the torch side of family.geometry.LAYOUTS
 
 
+def upload(views: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Same-size views [3, S, S] -> one batch on the encoder's device, in its dtype. uint8 views travel as they
+    are (a quarter of fp32's bytes), from pinned memory without blocking the host on CUDA, and are normalised
+    there; a batch mixing them with normalised views normalises its uint8 ones first."""
+    if any(v.dtype != torch.uint8 for v in views):
+        views = [normalize_pixels(v) if v.dtype == torch.uint8 else v for v in views]
+        return torch.stack(views).to(device=device, dtype=dtype)
+    pixels = torch.stack(views)
+    if device.type == "cuda" and not pixels.is_pinned():
+        pixels = pixels.pin_memory()
+    return normalize_pixels(pixels.to(device, non_blocking=True)).to(dtype)
+
+
 def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16) -> list[torch.Tensor]:
     """All views of all images, batched by size through SAM/CLIP/projector, then laid out per image.
 
@@ -92,7 +105,7 @@ def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16
         flat = [(i, kind, t[j]) for i, kind, t in items for j in range(t.shape[0])]
         for start in range(0, len(flat), max_views_per_batch):
             chunk = flat[start:start + max_views_per_batch]
-            pixels = torch.stack([p for _, _, p in chunk]).to(device=device, dtype=dtype)
+            pixels = upload([p for _, _, p in chunk], device, dtype)
             feats = model.encode_views(pixels)
             for (i, kind, _), f in zip(chunk, feats):
                 outputs[(i, kind)].append(f)

@@ -91,10 +91,12 @@ def fail(future: Future, error: BaseException) -> None:
 
 class BatchState:
     def __init__(self, max_batch: int, vocab_size: int, device: torch.device, window: int | None = None,
-                 signals: bool = True) -> None:
+                 signals: bool = True, spare_slot: int = 0) -> None:
         self.max_batch = max_batch
         self.window = window  # R-SWA window of the model's decoder (None: full attention)
+        self.spare_slot = spare_slot  # where a step writes the K/V of rows it carries but does not use
         self.slots: list[Slot | None] = [None] * max_batch
+        self.reserved: set[int] = set()  # rows handed to admission, not yet started
         self.tail = torch.full((max_batch, MAX_WINDOW), -1, dtype=torch.long, device=device)  # newest ids, right-aligned
         self.lengths = torch.zeros(max_batch, dtype=torch.long, device=device)
         self.logits = torch.zeros(max_batch, vocab_size, device=device)
@@ -108,7 +110,7 @@ class BatchState:
 
     def free_rows(self) -> Iterable[int]:
         """Lowest rows first, so live rows stay packed."""
-        return (s for s in range(self.max_batch) if self.slots[s] is None)
+        return (s for s in range(self.max_batch) if self.slots[s] is None and s not in self.reserved)
 
     def live(self) -> list[int]:
         return [s for s, st in enumerate(self.slots) if st is not None]
@@ -116,6 +118,7 @@ class BatchState:
     def start(self, row: int, job: Pending, prompt_len: int, eos: int, timings: dict[str, float]) -> None:
         r = job.req
         guard = (r.ngram_size, r.window_size, tuple(sorted(r.whitelist))) if r.ngram_size else None
+        self.reserved.discard(row)
         self.slots[row] = Slot(job.future, job.on_token, job.t_submit, r.max_new_tokens, guard, prompt_len, prompt_len,
                                eos, timings)
         self.tail[row] = -1
@@ -185,15 +188,12 @@ class BatchState:
         if not live:
             return None
         n = decode_rows(max(live) + 1, self.max_batch)
-        ring = self.window is not None
-        columns = [[0] * n for _ in range(4 if ring else 2)]  # built on the host, sent in one copy
+        # Rows 0..n that hold no live page (free, or being filled by admission) write to the spare slot.
+        columns = [[0] * n, [0] * n, [self.spare_slot] * n, [0] * n]  # built on the host, sent in one copy
         for s in live:
             st = self.slots[s]
             columns[0][s], columns[1][s] = st.out[-1], st.pos
-            if ring:
-                columns[2][s], columns[3][s] = ring_slot(st.pos, st.prefill_len, self.window)
+            columns[2][s], columns[3][s] = ring_slot(st.pos, st.prefill_len, self.window)  # (pos, pos) without R-SWA
             st.pos += 1
-        values = torch.tensor(columns, device=device)[:, :, None]  # (2 or 4, n, 1)
-        tokens, positions = values[0], values[1]
-        slots, visible = (values[2], values[3]) if ring else (positions, positions)  # full attention: slot = position
-        return StepInputs(n, tokens, positions, slots, visible, max(columns[3 if ring else 1]) + 1)
+        tokens, positions, slots, visible = torch.tensor(columns, device=device)[:, :, None]  # 4 x (n, 1)
+        return StepInputs(n, tokens, positions, slots, visible, max(columns[3]) + 1)

@@ -73,7 +73,7 @@ class DecodeGraphs:
                 for _ in range(2):
                     self._forward(n, kv_len)
             torch.cuda.current_stream().wait_stream(side)
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 self._forward(n, kv_len)
         except Exception as e:
             raise GraphCaptureError(f"warming up or capturing the decode step (rows {n}, kv_len {kv_len}) "

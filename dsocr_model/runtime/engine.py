@@ -6,12 +6,13 @@ A worker thread (it exits after IDLE_EXIT_S without work) keeps up to `max_batch
 row ("slot") of a static cache [layers, max_batch, H, row_len, hd] (row_len = max_seq_len, or prompt + window
 under R-SWA):
 
-- each step admits up to `max_prefill_pages` waiting pages into free slots: their views are encoded
-  together (vision batched across pages), then each prompt is prefilled into its slot; admitting a few
-  per step lets decoding of the others go on (time to first token stays low under a long queue);
+- admission takes up to `max_prefill_pages` waiting pages into free rows: their views are encoded together
+  (vision batched across pages), then their prompts are prefilled in one padded forward straight into their
+  rows (admission.py); on CUDA this runs in a thread and stream of its own, beside decoding, and the rows
+  start decoding once their group is done; on CPU it runs between decode steps;
 - then every live slot decodes one token (rows 0..n, n a power of two, so small jobs stay cheap), with
   the n-gram guard as tensor ops on the device; on CUDA the step replays a captured graph;
-- a finished slot is freed and refilled at the next step.
+- a finished slot is freed and refilled by a later admission.
 
 Host work per step: one read of the chosen ids (n ints) to detect EOS/limits and to refill slots.
 The one-sequence path in generate.py is the yardstick the tests compare against; both run the same
@@ -33,9 +34,10 @@ from concurrent.futures import Future
 import torch
 
 from ..modeling.decoder import KVCache
-from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail
+from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
+from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
-from .generate import decode_step, prefill
+from .generate import decode_step
 from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
 
 logger = logging.getLogger(__name__)
@@ -59,7 +61,10 @@ class Engine:
         memory_fraction: share of free GPU memory the KV cache may take when max_batch is None (default 0.5:
             room is left for another model, e.g. a RAG app's embedder; benchmarks set max_batch).
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
-        max_prefill_pages: pages admitted per step (their prefill interleaves with decoding).
+        max_prefill_pages: pages admitted together (vision and prompt prefill batched across them).
+        max_prefill_tokens: padded prompt tokens per prefill forward (0: one prompt per forward).
+        overlap_admission: admit pages in a thread and CUDA stream of their own, beside decoding (default: on
+            for CUDA).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
         signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
             hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
@@ -67,8 +72,9 @@ class Engine:
 
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
                  memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
-                 max_prefill_pages: int = 16, cuda_graphs: bool | None = None, max_prompt_len: int | None = None,
-                 signals: bool = True) -> None:
+                 max_prefill_pages: int = 16, max_prefill_tokens: int = MAX_PREFILL_TOKENS,
+                 overlap_admission: bool | None = None, cuda_graphs: bool | None = None,
+                 max_prompt_len: int | None = None, signals: bool = True) -> None:
         self.model = model
         self.signals = signals
         d = model.config.decoder
@@ -80,7 +86,9 @@ class Engine:
             self.row_len = min(self.max_seq_len, (max_prompt_len or DEFAULT_ROW_LEN - self.window) + self.window)
         self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens)
         self.max_prefill_pages = max(1, max_prefill_pages)
-        self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype)
+        self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype, spare_slot=True)
+        overlap = model.device.type == "cuda" if overlap_admission is None else overlap_admission
+        self.admission = Admission(model, self.cache, max_prefill_tokens, overlap)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
         self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
@@ -89,9 +97,9 @@ class Engine:
         self._worker: threading.Thread | None = None
         self._closed = False
         _LIVE_ENGINES.add(self)
-        logger.info("engine: max_batch %d, max_seq_len %d, KV row %d%s, cuda graphs %s", self.max_batch,
+        logger.info("engine: max_batch %d, max_seq_len %d, KV row %d%s, cuda graphs %s, admission %s", self.max_batch,
                     self.max_seq_len, self.row_len, f" (R-SWA window {self.window})" if self.window else "",
-                    bool(self.graphs))
+                    bool(self.graphs), "overlapped" if overlap else "inline")
 
     # ---- submission API (any thread) ----------------------------------------------------------
     def submit(self, request: PageRequest, on_token: Callable[[int], None] | None = None) -> Future:
@@ -116,6 +124,7 @@ class Engine:
             self._cond.notify_all()
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
+        self.admission.close()
 
     def generate(self, requests: Sequence[PageRequest]) -> list[PageOutput]:
         """All requests at once; outputs in request order."""
@@ -164,11 +173,12 @@ class Engine:
     # ---- worker thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         state = BatchState(self.max_batch, self.model.config.decoder.vocab_size, self.model.device, self.window,
-                           self.signals)
+                           self.signals, self.cache.spare)
+        inflight: deque[Future] = deque()  # admission groups, oldest first
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    if not self._waiting and not state.live():
+                    if not self._waiting and not state.live() and not inflight:
                         # Linger before exiting: a new thread re-creates its cuBLAS/cuDNN handles and
                         # attention plans (thread-local), ~0.3 s on the first page of every burst.
                         if not self._closed:
@@ -176,10 +186,14 @@ class Engine:
                         if not self._waiting:
                             self._worker = None  # the next submit starts a new worker
                             return
-                    admitted = self._admit(state)
-                if admitted:
-                    self._prefill_isolated(admitted, state)
-                    admitted = None  # rows keep what decoding needs: the requests (and their views) can go
+                    groups = [self._reserve(state) for _ in range(self.admission.depth - len(inflight))]
+                    groups = [g for g in groups if g is not None]
+                while groups:  # outside the lock: inline admission runs the prefill here
+                    inflight.append(self.admission.submit(*groups.pop(0)))
+                # (no reference to a request is kept here: a page's views are freed once its prefill is done)
+                # Start finished groups; wait for the oldest only when there is nothing to decode meanwhile.
+                while inflight and (inflight[0].done() or not state.live()):
+                    self._start(inflight.popleft().result(), state)
                 try:
                     self._decode(state)
                 except Exception as e:
@@ -187,46 +201,36 @@ class Engine:
                     for s in state.live():
                         state.drop(s, e)
 
-    def _admit(self, state: BatchState) -> list[tuple[int, Pending]]:
-        admitted = []
+    def _reserve(self, state: BatchState) -> tuple[list[int], list[Pending]] | None:
+        """Up to max_prefill_pages waiting pages and free rows for them, taken off the queue (lock held)."""
+        rows, jobs = [], []
         free = iter(state.free_rows())
-        while self._waiting and len(admitted) < self.max_prefill_pages:
+        while self._waiting and len(jobs) < self.max_prefill_pages:
             s = next(free, None)
             if s is None:
                 break
             job = self._waiting.popleft()
             if job.future.set_running_or_notify_cancel():  # False: cancelled while waiting
-                admitted.append((s, job))
-        return admitted
+                rows.append(s)
+                jobs.append(job)
+                state.reserved.add(s)
+        return (rows, jobs) if jobs else None
 
-    def _prefill_isolated(self, admitted: list[tuple[int, Pending]], state: BatchState) -> None:
-        """Prefill together; if that fails, page by page, so only a broken page fails."""
-        try:
-            self._prefill(admitted, state)
+    def _start(self, group: AdmittedGroup, state: BatchState) -> None:
+        """Rows of a finished admission start decoding (their first token is chosen at the next step)."""
+        state.reserved.difference_update(group.released)
+        if not group.rows:
             return
-        except Exception as e:
-            if len(admitted) == 1:
-                logger.warning("engine: prefill failed: %s", e)
-                state.slots[admitted[0][0]] = None
-                fail(admitted[0][1].future, e)
-                return
-        for one in admitted:
-            self._prefill_isolated([one], state)
-
-    def _prefill(self, admitted: list[tuple[int, Pending]], state: BatchState) -> None:
-        """Encode the admitted pages' views together, then prefill each prompt into its row."""
-        t0 = time.perf_counter()
-        blocks = iter(self.model.encode_images([v for _, job in admitted for v in job.req.images]))
-        t_vision = (time.perf_counter() - t0) / len(admitted)
-        for s, job in admitted:
-            t1 = time.perf_counter()
-            r = job.req
-            ids = torch.as_tensor(r.input_ids, dtype=torch.long, device=self.model.device)[None]
-            x = self.model.embed(ids, features=[next(blocks) for _ in r.images])
-            T = ids.shape[1]
-            state.logits[s] = prefill(self.model, x, torch.arange(T, device=ids.device)[None], self.cache.slot(s), T)[0]
-            eos = self.model.eos_token_id if r.eos_token_id is None else r.eos_token_id
-            state.start(s, job, T, eos, {"queue_s": t0 - job.t_submit, "prefill_s": t_vision + time.perf_counter() - t1})
+        if group.ready is not None:  # the admission stream's writes come before this stream reads them
+            torch.cuda.current_stream().wait_event(group.ready)
+        logits = torch.cat(group.logits) if len(group.logits) > 1 else group.logits[0]
+        state.logits[torch.tensor(group.rows, device=logits.device)] = logits
+        if group.ready is not None:
+            for part in group.logits:  # allocated on the admission stream, read on this one
+                part.record_stream(torch.cuda.current_stream())
+        for s, job, T, timings in zip(group.rows, group.jobs, group.prompt_lens, group.timings):
+            eos = self.model.eos_token_id if job.req.eos_token_id is None else job.req.eos_token_id
+            state.start(s, job, T, eos, timings)
 
     def _decode(self, state: BatchState) -> None:
         """Choose a token for every live row, hand it out, then run one decode step over rows 0..n."""

@@ -42,10 +42,15 @@ def bucket_kv_len(kv_len: int, max_len: int) -> int:
     return min(-(-kv_len // KV_LEN_BUCKET) * KV_LEN_BUCKET, max_len)
 
 
-def prefill(model, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int) -> torch.Tensor:
-    """Embeddings x [B, T, D] at positions [B, T] into the cache -> float32 logits of the last position [B, V]."""
-    h = model.hidden(x, positions, cache, bucket_kv_len(kv_len, cache.max_len))
-    return model.lm_head(h[:, -1]).float()  # only the last position needs the 129k-wide head
+def prefill(model, x: torch.Tensor, cache: KVCache, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Prompt embeddings x [B, T, D] into fresh cache rows (slots 0..T-1) -> float32 logits [B, V] of each
+    prompt's last token. Prompts of different lengths come right-padded with `lengths` [B]: attention is
+    causal, so padding after a prompt changes nothing in it (its K/V land in slots decoding overwrites
+    before it reads them)."""
+    B, T = x.shape[:2]
+    h = model.hidden(x, torch.arange(T, device=x.device).expand(B, T), cache, fresh=True)
+    last = h[:, -1] if lengths is None else h[torch.arange(B, device=x.device), lengths - 1]
+    return model.lm_head(last).float()  # only the last position needs the 129k-wide head
 
 
 def decode_step(model, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, kv_len: int,
@@ -78,7 +83,7 @@ def generate(model, input_ids: torch.Tensor, images: Sequence[ImageViews] = (), 
     whitelist = set(whitelist)
     window = model.config.decoder.sliding_window
     cache = KVCache(model.config.decoder, 1, cache_len(model, T, max_new_tokens), device, model.dtype)
-    logits = prefill(model, model.embed(ids, images), torch.arange(T, device=device)[None], cache, T)  # (1, V)
+    logits = prefill(model, model.embed(ids, images), cache)  # (1, V)
     gen = Generation([], "length")
     out, kept = gen.token_ids, gen.step_logits
     for i in range(max_new_tokens):

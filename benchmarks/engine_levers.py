@@ -1,0 +1,127 @@
+"""The engine's speed levers one at a time, in one run: the same Gundam A4 pages through the engine with each
+lever switched on in turn (cumulative), then mixed traffic (pages of every mode, answers of 200-3,000 tokens).
+
+    PYTHONPATH=. python3 benchmarks/engine_levers.py --pages 256 --new-tokens 1000 --max-batch 256 --mix 256
+    python benchmarks/engine_levers.py --tiny --device cpu --pages 3 --new-tokens 3 --max-batch 2 --mix 3   # smoke
+
+Full size: the official v1 architecture with random bf16 weights (no download), 1,000 forced tokens per page
+(EOS ignored), the official PDF n-gram guard. Each configuration runs once cold (CUDA graph captures) and is
+then timed. Figures: decoded tok/s, time to first token (median, p95), admission time per page, peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
+from dsocr_model import preprocess_image  # noqa: E402
+from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
+
+# (name, Engine keywords, views kept as fp32) — each row adds one lever to the one above.
+LEVERS = [
+    ("serial admission: one prompt per forward, fp32 views", {"max_prefill_tokens": 0, "overlap_admission": False}, True),
+    ("+ prompts prefilled together", {"overlap_admission": False}, True),
+    ("+ uint8 views, pinned upload, normalised on the GPU", {"overlap_admission": False}, False),
+    ("+ admission in its own thread and stream, beside decoding", {"overlap_admission": True}, False),
+]
+MIX_MODES = ["tiny", "small", "base", "large", "gundam"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def page_request(model, mode: str, new_tokens: int, fp32_views: bool) -> PageRequest:
+    spec = model.spec
+    views = [preprocess_image(synthetic_page(seed=0), mode, spec=spec, normalize=fp32_views)]
+    tail = [t % model.config.decoder.vocab_size for t in PROMPT_TAIL]
+    ids = torch.tensor([model.bos_token_id] + [model.image_token_id] * views[0].num_image_tokens + tail)
+    guard = spec.document_guard
+    return PageRequest(ids, views, new_tokens, ngram_size=guard.ngram_size, window_size=guard.window_size,
+                       whitelist=set(spec.whitelist_ids), eos_token_id=-1)
+
+
+def timed(engine: Engine, requests: list[PageRequest], device: str) -> dict[str, float]:
+    engine.generate(requests)  # cold: every CUDA graph this schedule needs
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+    t0 = time.perf_counter()
+    outs = engine.generate(requests)
+    sync(device)
+    dt = time.perf_counter() - t0
+    ttft = [o.timings["ttft_s"] for o in outs]
+    return {"s": dt, "tok/s": sum(len(o.token_ids) for o in outs) / dt, "pages/s": len(outs) / dt,
+            "ttft_med": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95),
+            "admit_ms": 1e3 * percentile([o.timings["prefill_s"] for o in outs], 0.5),
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
+
+
+def report(label: str, r: dict[str, float], base: dict[str, float] | None) -> None:
+    ratio = f", x{r['tok/s'] / base['tok/s']:.2f} vs first row" if base else ""
+    print(f"  {label}: {r['s']:.2f} s, {r['tok/s']:,.0f} tok/s ({r['pages/s']:.2f} pages/s{ratio}), TTFT median "
+          f"{r['ttft_med']:.2f} s / p95 {r['ttft_p95']:.2f} s, admission {r['admit_ms']:.1f} ms/page, "
+          f"peak {r['peak_gib']:.2f} GiB", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiny", action="store_true")
+    ap.add_argument("--pages", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=1000)
+    ap.add_argument("--max-batch", type=int, default=256)
+    ap.add_argument("--mix", type=int, default=0, help="then this many mixed-traffic pages (all levers on)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cuda = args.device.startswith("cuda")
+    model = build_model(not args.tiny, args.device, torch.bfloat16 if cuda else torch.float32)
+    print(f"{torch.cuda.get_device_name() if cuda else 'cpu'} | {model.spec.name} | {args.pages} Gundam pages x "
+          f"{args.new_tokens} tokens, max_batch {args.max_batch}", flush=True)
+    base = None
+    for label, options, fp32_views in LEVERS:
+        if options.get("overlap_admission") and not cuda:
+            continue  # a second CUDA stream needs CUDA
+        requests = [page_request(model, "gundam", args.new_tokens, fp32_views)] * args.pages
+        seq = len(requests[0].input_ids) + args.new_tokens
+        engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq, **options)
+        r = timed(engine, requests, args.device)
+        report(label, r, base)
+        base = base or r
+        engine.close()
+        del engine
+        if cuda:
+            torch.cuda.empty_cache()
+    if args.mix:
+        mixed_traffic(model, args)
+
+
+def mixed_traffic(model, args) -> None:
+    """Pages of every mode, answers drawn from 200-3,000 tokens: rows attend over the longest row's bucket."""
+    rng = random.Random(args.seed)
+    shapes = {mode: page_request(model, mode, 1, False) for mode in MIX_MODES}
+    requests = []
+    for i in range(args.mix):
+        r = shapes[MIX_MODES[i % len(MIX_MODES)]]
+        new = rng.randint(200, 3000) if not args.tiny else rng.randint(2, 6)
+        requests.append(PageRequest(r.input_ids, r.images, new, r.ngram_size, r.window_size, r.whitelist, -1))
+    seq = max(len(r.input_ids) + r.max_new_tokens for r in requests)
+    engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq)
+    r = timed(engine, requests, args.device)
+    tokens = sum(q.max_new_tokens for q in requests)
+    print(f"mixed traffic: {args.mix} pages ({'/'.join(MIX_MODES)} in turn), answers 200-3,000 tokens "
+          f"({tokens:,} in all), KV rows of {seq} slots", flush=True)
+    report("all levers", r, None)
+
+
+if __name__ == "__main__":
+    main()
