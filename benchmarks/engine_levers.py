@@ -1,5 +1,5 @@
 """The engine's speed levers one at a time, in one run: the same Gundam A4 pages through the engine with each
-lever switched on in turn (cumulative), then mixed traffic (pages of every mode, answers of 200-3,000 tokens).
+lever switched on in turn (cumulative), then mixed traffic (pages of every mode, answers of 200-3,000 tokens) with the defaults.
 
     PYTHONPATH=. python3 benchmarks/engine_levers.py --pages 256 --new-tokens 1000 --max-batch 256 --mix 256
     python benchmarks/engine_levers.py --tiny --device cpu --pages 3 --new-tokens 3 --max-batch 2 --mix 3   # smoke
@@ -30,6 +30,8 @@ LEVERS = [
     ("+ prompts prefilled together", {"overlap_admission": False}, True),
     ("+ uint8 views, pinned upload, normalised on the GPU", {"overlap_admission": False}, False),
     ("+ admission in its own thread and stream, beside decoding", {"overlap_admission": True}, False),
+    ("  the same, interpreter switch interval 0.5 ms (diagnostic: GIL contention)", {"overlap_admission": True,
+                                                                                     "switch_interval": 5e-4}, False),
 ]
 MIX_MODES = ["tiny", "small", "base", "large", "gundam"]
 
@@ -82,14 +84,17 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=256)
     ap.add_argument("--mix", type=int, default=0, help="then this many mixed-traffic pages (all levers on)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--levers", type=int, nargs="*", help="only these rows (0-based; default all)")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     model = build_model(not args.tiny, args.device, torch.bfloat16 if cuda else torch.float32)
     print(f"{torch.cuda.get_device_name() if cuda else 'cpu'} | {model.spec.name} | {args.pages} Gundam pages x "
           f"{args.new_tokens} tokens, max_batch {args.max_batch}", flush=True)
     base = None
-    for label, options, fp32_views in LEVERS:
-        if options.get("overlap_admission") and not cuda:
+    for i, (label, options, fp32_views) in enumerate(LEVERS):
+        options = dict(options)
+        sys.setswitchinterval(options.pop("switch_interval", 5e-3))  # Python's default is 5 ms
+        if options.get("overlap_admission") and not cuda or (args.levers and i not in args.levers):
             continue  # a second CUDA stream needs CUDA
         requests = [page_request(model, "gundam", args.new_tokens, fp32_views)] * args.pages
         seq = len(requests[0].input_ids) + args.new_tokens
@@ -115,6 +120,7 @@ def mixed_traffic(model, args) -> None:
         new = rng.randint(200, 3000) if not args.tiny else rng.randint(2, 6)
         requests.append(PageRequest(r.input_ids, r.images, new, r.ngram_size, r.window_size, r.whitelist, -1))
     seq = max(len(r.input_ids) + r.max_new_tokens for r in requests)
+    sys.setswitchinterval(5e-3)
     engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq)
     r = timed(engine, requests, args.device)
     tokens = sum(q.max_new_tokens for q in requests)

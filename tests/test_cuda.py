@@ -156,7 +156,7 @@ def test_overlapped_admission_fp32_equals_simple_path(cuda_model):
     from test_engine import _requests
 
     reqs = _requests(cuda_model) * 2
-    engine = Engine(cuda_model, max_batch=3, max_seq_len=1024, max_prefill_pages=2)
+    engine = Engine(cuda_model, max_batch=3, max_seq_len=1024, max_prefill_pages=2, overlap_admission=True)
     assert engine.admission.overlap
     outs = _staggered(engine, reqs)
     for r, o in zip(reqs, outs):
@@ -173,7 +173,7 @@ def test_graphs_are_captured_while_admission_runs_beside_them():
     reqs = _requests(model) * 3
     for r in reqs:
         r.eos_token_id = -1  # every page runs to its limit
-    engine = Engine(model, max_batch=4, max_seq_len=1024, max_prefill_pages=1)
+    engine = Engine(model, max_batch=4, max_seq_len=1024, max_prefill_pages=1, overlap_admission=True)
     outs = _staggered(engine, reqs, gap_s=0.005)
     assert engine.graphs is not None and len(engine.graphs.graphs) >= 2
     assert [len(o.token_ids) for o in outs] == [r.max_new_tokens for r in reqs]

@@ -6,11 +6,12 @@ straight into each page's cache row (`KVCache.at_rows`), the logits of each prom
 are sorted by length and cut into chunks of at most `max_tokens` padded tokens, so a long prompt does not pad
 many short ones and activations stay bounded (`max_tokens=0`: one prompt per forward, the old way).
 
-On CUDA the engine runs `admit_group` in a thread of its own on a stream of its own (`Admission`), so the
-decode step of the live rows never waits while new pages are encoded: admission was 54% of a 256-page run
-when serial (PERFORMANCE.md §6). The decode thread reserves the rows, hands the group over, and starts the
-rows once the group is done; meanwhile its steps send idle rows' K/V to a spare slot, never into a row
-being filled (BatchState.next_inputs).
+By default the engine admits between decode steps. With `overlap_admission` it runs `admit_group` in a
+thread of its own on a CUDA stream of its own (`Admission`), so decoding the live rows need not wait while new
+pages are encoded: the decode thread reserves the rows, hands the group over, and starts the rows once the
+group is done; meanwhile its steps send idle rows' K/V to a spare slot, never into a row being filled
+(BatchState.next_inputs). On an H200 this measured slower than admitting between steps (both threads contend
+for the interpreter lock and the GPU; benchmarks/RESULTS.md), hence off by default.
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ under R-SWA):
 
 - admission takes up to `max_prefill_pages` waiting pages into free rows: their views are encoded together
   (vision batched across pages), then their prompts are prefilled in one padded forward straight into their
-  rows (admission.py); on CUDA this runs in a thread and stream of its own, beside decoding, and the rows
-  start decoding once their group is done; on CPU it runs between decode steps;
+  rows (admission.py), between decode steps (or, with `overlap_admission`, in a thread and CUDA stream of its
+  own beside decoding, the rows starting once their group is done);
 - then every live slot decodes one token (rows 0..n, n a power of two, so small jobs stay cheap), with
   the n-gram guard as tensor ops on the device; on CUDA the step replays a captured graph;
 - a finished slot is freed and refilled by a later admission.
@@ -63,8 +63,8 @@ class Engine:
         max_batch_tokens: alternatively, total KV tokens (max_batch = max_batch_tokens // max_seq_len).
         max_prefill_pages: pages admitted together (vision and prompt prefill batched across them).
         max_prefill_tokens: padded prompt tokens per prefill forward (0: one prompt per forward).
-        overlap_admission: admit pages in a thread and CUDA stream of their own, beside decoding (default: on
-            for CUDA).
+        overlap_admission: admit pages in a thread and CUDA stream of their own, beside decoding (CUDA only;
+            off by default: on an H200 it measured slower than admitting between steps, see benchmarks/RESULTS.md).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
         signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
             hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
@@ -73,7 +73,7 @@ class Engine:
     def __init__(self, model, max_batch: int | None = None, max_seq_len: int | None = None, *,
                  memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
                  max_prefill_pages: int = 16, max_prefill_tokens: int = MAX_PREFILL_TOKENS,
-                 overlap_admission: bool | None = None, cuda_graphs: bool | None = None,
+                 overlap_admission: bool = False, cuda_graphs: bool | None = None,
                  max_prompt_len: int | None = None, signals: bool = True) -> None:
         self.model = model
         self.signals = signals
@@ -87,7 +87,7 @@ class Engine:
         self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens)
         self.max_prefill_pages = max(1, max_prefill_pages)
         self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype, spare_slot=True)
-        overlap = model.device.type == "cuda" if overlap_admission is None else overlap_admission
+        overlap = bool(overlap_admission) and model.device.type == "cuda"
         self.admission = Admission(model, self.cache, max_prefill_tokens, overlap)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
