@@ -23,3 +23,35 @@ class PoisonEngine:
         done.set_result(OCRResponse(f"<|ref|>text<|/ref|><|det|>[[10, 10, 500, 60]]<|/det|>\nPage of {request.image.size}",
                                     "eos", 12))
         return done
+
+
+class SlowEngine:
+    """Answers each page after `delay_s` on a thread of its own, and appends the number of pages it holds at that
+    moment to `log` (one line per page): how many pages an OCR actor really keeps in flight."""
+
+    identity = "slow-test-engine"
+
+    def __init__(self, delay_s: float, log: str) -> None:
+        import threading
+
+        self.delay_s, self.log = delay_s, log
+        self._lock, self._held = threading.Lock(), 0
+
+    def submit(self, request) -> Future:
+        import threading
+        import time
+
+        done: Future = Future()
+        with self._lock:
+            self._held += 1
+            with open(self.log, "a", encoding="utf-8") as f:
+                f.write(f"{self._held}\n")
+
+        def answer() -> None:
+            time.sleep(self.delay_s)
+            with self._lock:
+                self._held -= 1
+            done.set_result(OCRResponse("<|ref|>text<|/ref|><|det|>[[10, 10, 500, 60]]<|/det|>\nslow page", "eos", 3))
+
+        threading.Thread(target=answer, daemon=True).start()
+        return done

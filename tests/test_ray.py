@@ -94,6 +94,32 @@ def test_a_poison_page_ends_as_an_error_row_and_the_job_finishes(cluster, tmp_pa
     assert rows["double-column-A.jpg"].status == "ok"
 
 
+def test_an_actor_keeps_several_batches_in_flight(cluster, tmp_path):
+    """The engine batches what the actor holds: Ray must hand one actor several batches at once, not one."""
+    from dsocr_loaders.ray import run_job
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(8):  # distinct files: content-hash ids
+        (folder / f"p{i}.png").write_bytes(_png(i))
+    log = tmp_path / "held.txt"
+    summary = run_job([str(folder)], tmp_path / "out", model=str(GOLDEN), engine_factory="ray_engines:SlowEngine",
+                      engine_options={"delay_s": 1.0, "log": str(log)}, batch_size=1, rows_per_block=1,
+                      in_flight_per_actor=4)
+    assert summary["pages"] == 8 and summary["reconciled"] == 0
+    assert max(int(n) for n in log.read_text().split()) >= 3
+
+
+def _png(seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64 + seed, 48), (seed * 20, 80, 120)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def test_loaders_read_the_output_with_a_local_runs_ids_and_metadata(job):
     from dsocr_loaders.langchain import DeepSeekOCRLoader
     from dsocr_loaders.llama_index import DeepSeekOCRReader

@@ -197,10 +197,21 @@ def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", 
                                          "page_timeout_s": page_timeout_s,
                                          "pages_in_flight": batch_size * in_flight_per_actor},
         batch_size=batch_size, num_gpus=num_gpus, num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=num_actors, max_tasks_in_flight_per_actor=in_flight_per_actor),
+        compute=_actor_pool(num_actors, in_flight_per_actor),
         # a crashed actor always restarts (model reloaded), but a batch is retried at most MAX_RESTARTS times: a
         # poison page fails its block (dropped, then reconciled) instead of hanging the job
         max_restarts=-1, max_task_retries=MAX_RESTARTS)
+
+
+def _actor_pool(num_actors: int, in_flight: int) -> "ray.data.ActorPoolStrategy":
+    """One OCR actor per GPU that runs `in_flight` batches at once: Ray runs one call per actor at a time unless
+    told otherwise, which would cap the engine's batch at one Ray batch (measured: 27% of the in-process rate)."""
+    import inspect
+
+    options = {"size": num_actors, "max_tasks_in_flight_per_actor": in_flight}
+    if "max_concurrent_calls_per_actor" in inspect.signature(ray.data.ActorPoolStrategy).parameters:
+        options["max_concurrent_calls_per_actor"] = in_flight
+    return ray.data.ActorPoolStrategy(**options)
 
 
 def run_job(inputs: Any, output: str | Path, **options: Any) -> dict[str, int]:
