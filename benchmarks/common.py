@@ -63,6 +63,12 @@ def build_model(full_size: bool, device: str, dtype: torch.dtype, seed: int = 0,
     return model
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of `values`, nearest rank."""
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import PROMPT_TAIL, build_model, sync, synthetic_page  # noqa: E402
+from benchmarks.common import PROMPT_TAIL, build_model, percentile, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
 from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
 
@@ -34,11 +34,6 @@ LEVERS = [
                                                                                      "switch_interval": 5e-4}, False),
 ]
 MIX_MODES = ["tiny", "small", "base", "large", "gundam"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def page_request(model, mode: str, new_tokens: int, fp32_views: bool) -> PageRequest:

@@ -27,16 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import random_checkpoint, synthetic_page  # noqa: E402
+from benchmarks.common import percentile, random_checkpoint, synthetic_page  # noqa: E402
 from dsocr_loaders.ocr.engines import LocalEngine  # noqa: E402
 from dsocr_loaders.ocr.types import OCRRequest  # noqa: E402
 
 PROMPT = "<image>\n<|grounding|>Convert the document to markdown."
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def in_process(engine: LocalEngine, pages: list, args) -> dict[str, float]:

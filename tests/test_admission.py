@@ -11,7 +11,7 @@ from dsocr_model import preprocess_image
 from dsocr_model.modeling.decoder import KVCache
 from dsocr_model.runtime.admission import admit_group, prefill_chunks
 from dsocr_model.runtime.batch import BatchState, Pending
-from dsocr_model.runtime.engine import Engine, PageRequest
+from dsocr_model.runtime.engine import Engine
 from dsocr_model.runtime.generate import decode_step, prefill
 from test_engine import _requests
 
@@ -28,7 +28,7 @@ def test_prefill_chunks_bound_padded_tokens_and_keep_every_prompt():
 
 def test_padded_prefill_into_scattered_rows_equals_one_prompt_at_a_time(golden_model):
     m = golden_model
-    reqs = [r for r in _requests(m)[:5]]
+    reqs = _requests(m)[:5]
     rows = [4, 0, 2, 5, 1]  # any rows, in any order
     wide = KVCache(m.config.decoder, 6, 1024, "cpu", torch.float32, spare_slot=True)
     jobs = [Pending(r, None, None, 0.0) for r in reqs]

@@ -36,6 +36,18 @@ def test_compression_study_benchmark_smoke():
                                       "--new-tokens", "4")
 
 
+def test_engine_levers_benchmark_smoke():
+    out = _run("engine_levers.py", "--tiny", "--device", "cpu", "--pages", "2", "--new-tokens", "2", "--max-batch", "2",
+               "--mix", "3")
+    assert "prompts prefilled together" in out and "mixed traffic" in out
+
+
+def test_serve_benchmark_smoke():
+    out = _run("serve_throughput.py", "--model", str(ROOT / "tests" / "data" / "golden"), "--device", "cpu", "--pages",
+               "2", "--clients", "2", "--max-tokens", "2")
+    assert "in-process" in out and "2 concurrent clients" in out and " 0 errors" in out
+
+
 def test_remote_client_benchmark_smoke():
     _run("remote_client.py", "--pages", "4", "--concurrency", "2")
 

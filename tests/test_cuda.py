@@ -177,3 +177,16 @@ def test_graphs_are_captured_while_admission_runs_beside_them():
     outs = _staggered(engine, reqs, gap_s=0.005)
     assert engine.graphs is not None and len(engine.graphs.graphs) >= 2
     assert [len(o.token_ids) for o in outs] == [r.max_new_tokens for r in reqs]
+
+
+@pytest.mark.parametrize("mode", ["tiny", "gundam"])
+def test_uint8_views_upload_pinned_and_encode_like_fp32_views(cuda_model, mode):
+    """uint8 views go up pinned and non-blocking and are normalised on the GPU: the same features as fp32 views."""
+    from PIL import Image
+
+    from dsocr_model import preprocess_image
+
+    img = Image.open(GOLDEN / "images" / "a4_1190x1684.png").convert("RGB")
+    (a,) = cuda_model.encode_images([preprocess_image(img, mode)])
+    (b,) = cuda_model.encode_images([preprocess_image(img, mode, normalize=False)])
+    assert torch.equal(a, b)

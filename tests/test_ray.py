@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 from conftest import FIXTURES, GOLDEN  # noqa: E402
 from dsocr_loaders import OCRPipeline, OCRSettings  # noqa: E402
 from dsocr_loaders.ocr.engines import LocalEngine  # noqa: E402
-from dsocr_loaders.ocr.parquet import read_results  # noqa: E402
+from dsocr_loaders.ocr.parquet import done_page_ids, read_results  # noqa: E402
+from dsocr_loaders.apps.ray_resume import has_ray_checkpoint  # noqa: E402
 
 PDFS = [str(FIXTURES / "pdf" / "multi_page.pdf"), str(FIXTURES / "pdf" / "2206.01062_pg3_password_1234.pdf")]
 TINY = dict(model=str(GOLDEN), device="cpu", ocr={"mode": "tiny", "max_new_tokens": 4})
@@ -203,7 +204,17 @@ def test_a_job_killed_mid_run_resumes_without_redoing_or_duplicating(cluster, tm
     job.wait()
     assert 2 <= written < 5, written  # killed mid-run
     before = {r.page for r, _, _ in read_results(out)}
+    checkpointed = _checkpoint_ids(out)
+    assert checkpointed or not has_ray_checkpoint()  # Ray's own checkpoint recorded finished pages too
     summary = run_job([PDFS[0]], out, model=str(GOLDEN), device="cpu", ocr={"mode": "tiny", "max_new_tokens": 48})
     rows = read_results(out)
     assert summary["resumed"] == len(before) >= 2 and summary["reconciled"] == 0
     assert sorted(r.page for r, _, _ in rows) == [0, 1, 2, 3, 4]  # exactly one row per page
+    if has_ray_checkpoint():  # both runs' pages are in Ray's checkpoint, and its files are not read as results
+        assert set(_checkpoint_ids(out)) == done_page_ids(out) and len(done_page_ids(out)) == 5
+
+
+def _checkpoint_ids(out: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [i for f in (out / "_checkpoint").glob("**/*.parquet") for i in pq.read_table(f)["page_id"].to_pylist()]

@@ -130,9 +130,9 @@ def test_requests_are_validated(url):
     assert _post(url, text_only)[0] == 400
 
 
-def test_health_and_metrics(url):
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/health") as r:
-        assert json.loads(r.read()) == {"status": "ok"}
+def test_health_and_metrics(url, engine):
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/health") as r:  # no limit given: the engine's own
+        assert json.loads(r.read()) == {"status": "ok", "max_in_flight": engine.load().max_in_flight}
     with urllib.request.urlopen(url.removesuffix("/v1") + "/metrics") as r:
         text = r.read().decode()
     values = dict(line.split(" ") for line in text.splitlines() if not line.startswith("#"))

@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--served-model-name", default=None, help="the name /v1/models lists (default: --model)")
     v.add_argument("--api-key", default=None, help="require this bearer key (default: $DSOCR_API_KEY, else none)")
-    v.add_argument("--max-in-flight", type=int, default=64, help="requests admitted at once; more get 429")
+    v.add_argument("--max-in-flight", type=int, default=None,
+                   help="requests admitted at once; more get 429 (default: as many pages as the engine holds)")
     v.add_argument("--max-batch", type=int, default=None, help="pages decoded together (default: memory plan)")
     v.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs clients send")
     v.add_argument("-v", "--verbose", action="count", default=0, help="more log lines")

@@ -38,6 +38,7 @@ from ..ocr.results import PageResult
 from ..ocr.settings import (DEFAULT_DPI, DEFAULT_TABLE_FORMAT, EngineSettings, OCRSettings, OutputSettings,
                             RenderSettings)
 from ..ocr.sources import iter_inputs
+from .ray_resume import MANIFEST_DIR, manifest_source, ray_checkpoint
 
 logger = logging.getLogger(__name__)
 MAX_RESTARTS = 2  # retries of a batch whose worker crashed (the worker itself always restarts)
@@ -176,10 +177,11 @@ def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", 
                 ocr: dict | None = None, dpi: float = DEFAULT_DPI, table_format: str = DEFAULT_TABLE_FORMAT, num_gpus: float = 0,
                 num_actors: int = 1, batch_size: int = 8, rows_per_block: int = 8, in_flight_per_actor: int = 4,
                 skip_page_ids: set[str] | None = None, page_timeout_s: float = PAGE_TIMEOUT_S,
-                engine_factory: str | None = None) -> "ray.data.Dataset":
+                engine_factory: str | None = None, manifest_dir: str | Path | None = None) -> "ray.data.Dataset":
     """The lazy dataset of result rows (one per page) for `inputs`; `skip_page_ids` leaves finished pages out.
 
     num_gpus: per OCR actor (1 on a GPU cluster; 0 runs on CPUs); num_actors: the actor pool's size (one per GPU).
+    manifest_dir: write the manifest there as Parquet and read it back (what Ray's job checkpoint needs).
     """
     from ..ocr.settings import default_model
 
@@ -189,7 +191,8 @@ def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", 
     manifest = [r for r in build_manifest(inputs, settings_key=key) if r["page_id"] not in (skip_page_ids or set())]
     if not manifest:
         return ray.data.from_items([])
-    ds = ray.data.from_items(manifest).repartition(target_num_rows_per_block=rows_per_block)
+    ds = manifest_source(manifest, Path(manifest_dir) if manifest_dir else None)
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block)
     ds = ds.map_batches(render_pages, fn_kwargs={"dpi": dpi}, batch_size=rows_per_block, num_cpus=1,
                         max_retries=MAX_RESTARTS)
     return ds.map_batches(
@@ -214,22 +217,32 @@ def _actor_pool(num_actors: int, in_flight: int) -> "ray.data.ActorPoolStrategy"
     return ray.data.ActorPoolStrategy(**options)
 
 
-def run_job(inputs: Any, output: str | Path, **options: Any) -> dict[str, int]:
+def run_job(inputs: Any, output: str | Path, *, checkpoint: bool = True, **options: Any) -> dict[str, int]:
     """Run the job into Parquet under `output`, resuming from what is there, then reconcile: every manifest page
     ends with exactly one row. Pages lost with a crashed worker (the poison page and whatever shared its worker)
-    get a second pass one page at a time, so only a page that crashes its worker alone ends as an error row."""
+    get a second pass one page at a time, so only a page that crashes its worker alone ends as an error row.
+
+    Resume: pages already in the output are left out (an anti-join on page ids), and with `checkpoint` (default)
+    Ray Data's own job checkpoint is kept under `output`/_checkpoint where the installed Ray has it (ray_resume.py).
+    """
     output = Path(output).absolute()
     output.mkdir(parents=True, exist_ok=True)
     done = done_page_ids(output)
     ray.data.DataContext.get_current().max_errored_blocks = -1  # a poisoned block is dropped, then reconciled
     t0 = time.perf_counter()
-    ocr_dataset(inputs, skip_page_ids=done, **options).write_parquet(str(output / "results"), min_rows_per_file=1)
-    expected = {r["page_id"] for r in build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))}
-    written = done_page_ids(output)
-    if expected - written:
-        logger.warning("%d page(s) lost with a crashed worker: reading them again one at a time", len(expected - written))
-        isolated = {**options, "batch_size": 1, "rows_per_block": 1, "in_flight_per_actor": 1}
-        ocr_dataset(inputs, skip_page_ids=written, **isolated).write_parquet(str(output / "results"), min_rows_per_file=1)
+    with ray_checkpoint(output, checkpoint) as on:
+        logger.info("resume: %d page(s) already written%s", len(done), "; Ray's job checkpoint on" if on else "")
+        manifest_dir = output / MANIFEST_DIR if on else None
+        ocr_dataset(inputs, skip_page_ids=done, manifest_dir=manifest_dir, **options).write_parquet(
+            str(output / "results"), min_rows_per_file=1)
+        expected = {r["page_id"] for r in build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))}
+        written = done_page_ids(output)
+        if expected - written:
+            logger.warning("%d page(s) lost with a crashed worker: reading them again one at a time",
+                           len(expected - written))
+            isolated = {**options, "batch_size": 1, "rows_per_block": 1, "in_flight_per_actor": 1}
+            ocr_dataset(inputs, skip_page_ids=written, manifest_dir=manifest_dir, **isolated).write_parquet(
+                str(output / "results"), min_rows_per_file=1)
     return reconcile(inputs, output, resumed=len(done), seconds=time.perf_counter() - t0, **options)
 
 

@@ -49,7 +49,7 @@ class HTTPError(Exception):
 class ServerSettings:
     model_name: str  # what /v1/models lists and requests must name (any name is accepted when None)
     api_key: str | None = None  # None: no key required
-    max_in_flight: int = 64  # requests admitted at once; more get 429
+    max_in_flight: int | None = None  # requests admitted at once, more get 429 (None: as many as the engine holds)
     retry_after_s: int = 2
     max_request_bytes: int = 32 << 20
     max_image_pixels: int = 40_000_000
@@ -176,9 +176,14 @@ def create_app(engine: OCREngine, settings: ServerSettings) -> FastAPI:
         return JSONResponse({"error": {"message": e.message, "type": "invalid_request_error", "code": e.status}},
                             status_code=e.status, headers=e.headers)
 
+    def limit() -> int:
+        """Requests admitted at once: fewer than the engine's rows would leave rows idle (on an H200, 64 clients on
+        a 256-row engine gave 58 % of its in-process rate, 256 gave 96 %; benchmarks/RESULTS.md)."""
+        return settings.max_in_flight or int(getattr(engine, "max_in_flight", 64))
+
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "max_in_flight": limit()}
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
@@ -195,7 +200,7 @@ def create_app(engine: OCREngine, settings: ServerSettings) -> FastAPI:
         size = int(request.headers.get("content-length") or 0)
         if size > settings.max_request_bytes:
             raise HTTPError(413, f"request body of {size} bytes exceeds {settings.max_request_bytes}")
-        if metrics.in_flight >= settings.max_in_flight:
+        if metrics.in_flight >= limit():
             metrics.rejected += 1
             raise HTTPError(429, "too many requests in flight; retry later",
                             {"Retry-After": str(settings.retry_after_s)})

@@ -47,11 +47,15 @@ def _missing(v: Any) -> bool:
 
 
 def _tables(output: str | Path, columns: list[str] | None = None) -> Iterator[Any]:
-    """Each readable Parquet file under `output`; a file a killed job left half-written is skipped (its pages
-    are simply not done) and renamed aside, so the next run does not trip on it again."""
+    """Each readable Parquet file of results under `output` (not under "_" or "." folders); a file a killed job
+    left half-written is skipped (its pages are simply not done) and renamed aside, so the next run does not trip
+    on it again."""
     import pyarrow.parquet as pq
 
-    for f in sorted(Path(output).glob("**/*.parquet")) if Path(output).exists() else []:
+    root = Path(output)
+    for f in sorted(root.glob("**/*.parquet")) if root.exists() else []:
+        if any(part.startswith(("_", ".")) for part in f.relative_to(root).parts):
+            continue  # a job's bookkeeping (its manifest, Ray's checkpoint), not results
         try:
             yield pq.read_table(f, columns=columns)
         except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a truncated file
