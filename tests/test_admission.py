@@ -87,3 +87,18 @@ def test_a_decode_step_never_writes_rows_it_does_not_use(golden_model):
         assert torch.equal(cache.k[:, row, :, usable], before[:, row, :, usable])
     for row in (0, 2):  # the live rows' step wrote their next slot
         assert not torch.equal(cache.k[:, row, :, T], before[:, row, :, T])
+
+
+def test_a_broken_admission_fails_its_pages_and_the_engine_goes_on(golden_model, monkeypatch):
+    from dsocr_model.runtime import admission
+
+    reqs = _requests(golden_model)[:3]
+    engine = Engine(golden_model, max_batch=4, max_seq_len=1024)
+    with monkeypatch.context() as m:
+        m.setattr(admission, "admit_group", lambda *a: (_ for _ in ()).throw(RuntimeError("admission broke")))
+        futures = [engine.submit(r) for r in reqs]
+        for f in futures:
+            with pytest.raises(RuntimeError, match="admission broke"):
+                f.result(timeout=60)
+    (out,) = engine.generate(reqs[:1])  # rows were given back: the engine still serves
+    assert len(out.token_ids) == reqs[0].max_new_tokens or out.finish_reason == "eos"

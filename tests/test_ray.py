@@ -154,14 +154,19 @@ def test_cli_engine_ray(cluster, tmp_path, capsys):
     assert main(args) == 0 and "5 resumed" in capsys.readouterr().out  # a second run reads, not recomputes
 
 
-def test_a_folder_with_a_corrupt_and_a_locked_file_gives_their_error_rows(cluster, tmp_path):
+def test_a_folder_with_a_corrupt_and_a_locked_file_gives_their_error_rows(cluster, tmp_path, monkeypatch):
+    from dsocr_loaders.apps import ray_job
     from dsocr_loaders.ray import run_job
 
     folder = tmp_path / "library"
     folder.mkdir()
     shutil.copy(PDFS[1], folder / "locked.pdf")
     (folder / "corrupt.pdf").write_bytes(b"%PDF-1.7\n" + os.urandom(2000))
+    hashed: list[str] = []
+    real_hash = ray_job.content_hash
+    monkeypatch.setattr(ray_job, "content_hash", lambda p: hashed.append(str(p)) or real_hash(p))
     summary = run_job([str(folder)], tmp_path / "out", **TINY)
+    assert sorted(Path(p).name for p in hashed) == ["corrupt.pdf", "locked.pdf"]  # each file read once per job
     rows = {Path(r.source).name: r for r, _, _ in read_results(tmp_path / "out")}
     assert summary["pages"] == 2 and summary["reconciled"] == 0
     assert rows["locked.pdf"].error_type == "PasswordError" and rows["corrupt.pdf"].status == "error"

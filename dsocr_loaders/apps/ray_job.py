@@ -177,18 +177,22 @@ def ocr_dataset(inputs: Any, *, model: str | None = None, device: str = "auto", 
                 ocr: dict | None = None, dpi: float = DEFAULT_DPI, table_format: str = DEFAULT_TABLE_FORMAT, num_gpus: float = 0,
                 num_actors: int = 1, batch_size: int = 8, rows_per_block: int = 8, in_flight_per_actor: int = 4,
                 skip_page_ids: set[str] | None = None, page_timeout_s: float = PAGE_TIMEOUT_S,
-                engine_factory: str | None = None, manifest_dir: str | Path | None = None) -> "ray.data.Dataset":
+                engine_factory: str | None = None, manifest_dir: str | Path | None = None,
+                manifest: list[dict[str, Any]] | None = None) -> "ray.data.Dataset":
     """The lazy dataset of result rows (one per page) for `inputs`; `skip_page_ids` leaves finished pages out.
 
     num_gpus: per OCR actor (1 on a GPU cluster; 0 runs on CPUs); num_actors: the actor pool's size (one per GPU).
     manifest_dir: write the manifest there as Parquet and read it back (what Ray's job checkpoint needs).
+    manifest: `build_manifest`'s rows for these inputs and settings, when the caller has them (each file is
+    hashed and opened once per job, not once per pass).
     """
     from ..ocr.settings import default_model
 
     engine, ocr_kw, render, output = _settings(model or default_model(), device, engine_options, ocr, dpi, table_format,
                                                engine_factory)
-    key = _settings_key(engine, ocr_kw)
-    manifest = [r for r in build_manifest(inputs, settings_key=key) if r["page_id"] not in (skip_page_ids or set())]
+    if manifest is None:
+        manifest = build_manifest(inputs, settings_key=_settings_key(engine, ocr_kw))
+    manifest = [r for r in manifest if r["page_id"] not in (skip_page_ids or set())]
     if not manifest:
         return ray.data.from_items([])
     ds = manifest_source(manifest, Path(manifest_dir) if manifest_dir else None)
@@ -230,20 +234,19 @@ def run_job(inputs: Any, output: str | Path, *, checkpoint: bool = True, **optio
     done = done_page_ids(output)
     ray.data.DataContext.get_current().max_errored_blocks = -1  # a poisoned block is dropped, then reconciled
     t0 = time.perf_counter()
+    manifest = build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))  # once per job
     with ray_checkpoint(output, checkpoint) as on:
         logger.info("resume: %d page(s) already written%s", len(done), "; Ray's job checkpoint on" if on else "")
         manifest_dir = output / MANIFEST_DIR if on else None
-        ocr_dataset(inputs, skip_page_ids=done, manifest_dir=manifest_dir, **options).write_parquet(
+        ocr_dataset(inputs, skip_page_ids=done, manifest_dir=manifest_dir, manifest=manifest, **options).write_parquet(
             str(output / "results"), min_rows_per_file=1)
-        expected = {r["page_id"] for r in build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))}
-        written = done_page_ids(output)
-        if expected - written:
-            logger.warning("%d page(s) lost with a crashed worker: reading them again one at a time",
-                           len(expected - written))
+        lost = {r["page_id"] for r in manifest} - done_page_ids(output)
+        if lost:
+            logger.warning("%d page(s) lost with a crashed worker: reading them again one at a time", len(lost))
             isolated = {**options, "batch_size": 1, "rows_per_block": 1, "in_flight_per_actor": 1}
-            ocr_dataset(inputs, skip_page_ids=written, manifest_dir=manifest_dir, **isolated).write_parquet(
-                str(output / "results"), min_rows_per_file=1)
-    return reconcile(inputs, output, resumed=len(done), seconds=time.perf_counter() - t0, **options)
+            ocr_dataset(inputs, skip_page_ids=done_page_ids(output), manifest_dir=manifest_dir, manifest=manifest,
+                        **isolated).write_parquet(str(output / "results"), min_rows_per_file=1)
+    return reconcile(inputs, output, resumed=len(done), seconds=time.perf_counter() - t0, manifest=manifest, **options)
 
 
 def _job_settings(options: dict[str, Any]) -> tuple[dict, dict]:
@@ -254,12 +257,14 @@ def _job_settings(options: dict[str, Any]) -> tuple[dict, dict]:
     return engine, ocr_kw
 
 
-def reconcile(inputs: Any, output: Path, *, resumed: int = 0, seconds: float = 0.0, **options: Any) -> dict[str, int]:
+def reconcile(inputs: Any, output: Path, *, resumed: int = 0, seconds: float = 0.0,
+              manifest: list[dict[str, Any]] | None = None, **options: Any) -> dict[str, int]:
     """Write an error row for every manifest page the output lacks (a worker that crashed on it for good)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    manifest = build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))
+    if manifest is None:
+        manifest = build_manifest(inputs, settings_key=_settings_key(*_job_settings(options)))
     done = done_page_ids(output)
     missing = [r for r in manifest if r["page_id"] not in done]
     for r in missing:

@@ -119,11 +119,17 @@ class Admission:
         return 2 if self.overlap else 1
 
     def submit(self, rows: list[int], jobs: list[Pending]) -> Future:
+        """The group's future (AdmittedGroup); it carries `rows` and `jobs`, to fail them if admission breaks."""
         if self._pool is None:
-            done: Future = Future()
-            done.set_result(admit_group(self.model, self.cache, rows, jobs, self.max_tokens))
-            return done
-        return self._pool.submit(self._run, rows, jobs)
+            future: Future = Future()
+            try:
+                future.set_result(admit_group(self.model, self.cache, rows, jobs, self.max_tokens))
+            except Exception as e:  # admit_group handles page errors; this is the machinery itself failing
+                future.set_exception(e)
+        else:
+            future = self._pool.submit(self._run, rows, jobs)
+        future.rows, future.jobs = rows, jobs
+        return future
 
     def _run(self, rows: list[int], jobs: list[Pending]) -> AdmittedGroup:
         with torch.inference_mode(), torch.cuda.stream(self._stream):

@@ -35,7 +35,7 @@ import torch
 
 from ..modeling.decoder import KVCache
 from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
-from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows
+from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step
 from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
@@ -193,7 +193,7 @@ class Engine:
                 # (no reference to a request is kept here: a page's views are freed once its prefill is done)
                 # Start finished groups; wait for the oldest only when there is nothing to decode meanwhile.
                 while inflight and (inflight[0].done() or not state.live()):
-                    self._start(inflight.popleft().result(), state)
+                    self._start_or_fail(inflight.popleft(), state)
                 try:
                     self._decode(state)
                 except Exception as e:
@@ -215,6 +215,17 @@ class Engine:
                 jobs.append(job)
                 state.reserved.add(s)
         return (rows, jobs) if jobs else None
+
+    def _start_or_fail(self, admission: Future, state: BatchState) -> None:
+        """Start an admission's rows; if the admission itself broke, its pages fail and its rows are freed (the
+        engine goes on serving)."""
+        try:
+            self._start(admission.result(), state)
+        except Exception as e:
+            logger.exception("engine: admitting %d page(s) failed", len(admission.jobs))
+            for job in admission.jobs:
+                fail(job.future, e)
+            state.reserved.difference_update(admission.rows)
 
     def _start(self, group: AdmittedGroup, state: BatchState) -> None:
         """Rows of a finished admission start decoding (their first token is chosen at the next step)."""
