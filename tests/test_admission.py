@@ -11,7 +11,7 @@ from dsocr_model import preprocess_image
 from dsocr_model.modeling.decoder import KVCache
 from dsocr_model.runtime.admission import admit_group, prefill_chunks
 from dsocr_model.runtime.batch import BatchState, Pending
-from dsocr_model.runtime.engine import Engine
+from dsocr_model.runtime.engine import Engine, PageRequest
 from dsocr_model.runtime.generate import decode_step, prefill
 from test_engine import _requests
 
@@ -102,3 +102,17 @@ def test_a_broken_admission_fails_its_pages_and_the_engine_goes_on(golden_model,
                 f.result(timeout=60)
     (out,) = engine.generate(reqs[:1])  # rows were given back: the engine still serves
     assert len(out.token_ids) == reqs[0].max_new_tokens or out.finish_reason == "eos"
+
+
+def test_uint8_views_moved_to_a_float_dtype_are_normalised():
+    img = Image.open(GOLDEN / "images" / "a4_1190x1684.png").convert("RGB")
+    fp32, u8 = preprocess_image(img, "gundam", max_crops=6), preprocess_image(img, "gundam", max_crops=6, normalize=False)
+    moved = u8.to(dtype=torch.float32)
+    assert u8.is_tiled and torch.equal(moved.global_view, fp32.global_view) and torch.equal(moved.tiles, fp32.tiles)
+    assert u8.to().global_view.dtype == torch.uint8  # no dtype asked: left as it is
+
+
+def test_an_empty_prompt_is_refused_at_submit_not_prefilled_with_its_neighbours(golden_model):
+    engine = Engine(golden_model, max_batch=2, max_seq_len=256)
+    with pytest.raises(ValueError, match="empty"):
+        engine.submit(PageRequest(torch.tensor([], dtype=torch.long), [], 4))

@@ -32,6 +32,7 @@ try:
 except ImportError as e:  # say which extra brings it
     raise ImportError(f"dsocr serve needs FastAPI and uvicorn ({e}): pip install 'dsocr[serve]'") from e
 
+from ..ocr.settings import DEFAULT_MAX_IN_FLIGHT
 from ..ocr.types import DEFAULT_MAX_NEW_TOKENS, OCREngine, OCRRequest
 
 logger = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def create_app(engine: OCREngine, settings: ServerSettings) -> FastAPI:
     def limit() -> int:
         """Requests admitted at once: fewer than the engine's rows would leave rows idle (on an H200, 64 clients on
         a 256-row engine gave 58 % of its in-process rate, 256 gave 96 %; benchmarks/RESULTS.md)."""
-        return settings.max_in_flight or int(getattr(engine, "max_in_flight", 64))
+        return settings.max_in_flight or int(getattr(engine, "max_in_flight", DEFAULT_MAX_IN_FLIGHT))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -25,8 +25,8 @@ from .grounding import parse_page
 from .multipage import submit_pass
 from .quality import Thresholds, assess
 from .results import PageResult
-from .settings import (DEFAULT_ON_ERROR, DEFAULT_ON_SUSPECT, ON_ERROR, ON_SUSPECT, PASSWORD_HINT, EngineSettings,
-                       OCRSettings, OutputSettings, RenderSettings)
+from .settings import (DEFAULT_MAX_IN_FLIGHT, DEFAULT_ON_ERROR, DEFAULT_ON_SUSPECT, ON_ERROR, ON_SUSPECT, PASSWORD_HINT,
+                       EngineSettings, OCRSettings, OutputSettings, RenderSettings)
 from .sources import PageImage, Pages, Source, render_pages
 from .types import OCREngine, OCRRequest, OCRResponse
 
@@ -133,7 +133,7 @@ class OCRPipeline:
             for group in self._passes(items):
                 window.extend(zip((item for item, _ in group), self._submit(group)))
                 # read each time: a lazily loaded engine knows its batch size only once loaded
-                limit = self.max_in_flight or getattr(self._engine, "max_in_flight", 32)
+                limit = self.max_in_flight or getattr(self._engine, "max_in_flight", DEFAULT_MAX_IN_FLIGHT)
                 while len(window) >= limit:
                     yield self._result(*window.popleft())
             while window:

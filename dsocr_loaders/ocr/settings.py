@@ -38,6 +38,7 @@ def default_device() -> str:
 def default_mode() -> str | None:
     """None: the model's own default mode (its spec)."""
     return os.environ.get(ENV_MODE) or None
+DEFAULT_MAX_IN_FLIGHT = 32  # pages kept submitted to an engine that does not say how many it holds
 DEFAULT_DPI = 144  # official PDF rendering (zoom 2)
 PASSWORD_HINT = "password="  # how a password error names the option; the CLI says "--password"
 DEFAULT_GLOB = "**/*"

@@ -59,8 +59,14 @@ class ImageViews:
         return self.spec.count_tokens(self.global_view.shape[-1], tile, self.grid if self.is_tiled else (1, 1))
 
     def to(self, device=None, dtype=None) -> "ImageViews":
-        return ImageViews(self.global_view.to(device=device, dtype=dtype),
-                          self.tiles.to(device=device, dtype=dtype), self.grid, self.spec)
+        """Views on `device` in `dtype`; uint8 views asked for a floating dtype are normalised on the way (a
+        plain cast would hand the encoder raw 0..255 pixels)."""
+        def move(x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == torch.uint8 and dtype is not None and dtype.is_floating_point:
+                x = normalize_pixels(x.to(device))
+            return x.to(device=device, dtype=dtype)
+
+        return ImageViews(move(self.global_view), move(self.tiles), self.grid, self.spec)
 
 
 def normalize_pixels(x: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,9 @@ By default the engine admits between decode steps. With `overlap_admission` it r
 thread of its own on a CUDA stream of its own (`Admission`), so decoding the live rows need not wait while new
 pages are encoded: the decode thread reserves the rows, hands the group over, and starts the rows once the
 group is done; meanwhile its steps send idle rows' K/V to a spare slot, never into a row being filled
-(BatchState.next_inputs). On an H200 this measured slower than admitting between steps (both threads contend
-for the interpreter lock and the GPU; benchmarks/RESULTS.md), hence off by default.
+(BatchState.next_inputs). On an H200 this measured slower than admitting between steps, hence off by default:
+with a batch queued at once the run ends at (time to admit every page) + its decode steps, and sharing the GPU
+with decoding makes admission slower; the interpreter lock was ruled out (benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 

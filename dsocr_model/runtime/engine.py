@@ -153,6 +153,8 @@ class Engine:
         future.result()
 
     def _validate(self, r: PageRequest) -> None:
+        if len(r.input_ids) == 0:  # a padded batch would read a neighbour's padding as its last token
+            raise ValueError("empty input_ids: a prompt holds at least BOS (build ids with build_input_ids())")
         if r.ngram_size and not r.window_size:
             raise ValueError("the engine's n-gram guard needs a window_size (official: 90 or 50)")
         if r.ngram_size and not 2 <= r.ngram_size <= r.window_size <= MAX_WINDOW:  # what the batched guard can do

@@ -18,7 +18,7 @@ from typing import Any
 from dsocr_model.family.registry import spec_for
 
 from ..errors import EngineUnavailableError
-from ..settings import DEFAULT_DEVICE, DEFAULT_MODEL
+from ..settings import DEFAULT_DEVICE, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL
 from ..types import OCRRequest, OCRResponse
 from . import shared
 from .identity import local_identity
@@ -126,7 +126,7 @@ class LocalEngine:
         """Pages worth keeping submitted: enough to refill every slot, few enough to bound host memory.
         Before the model is loaded (e.g. every page so far came from the cache) a small default."""
         if self._engine is None:
-            return 32
+            return DEFAULT_MAX_IN_FLIGHT
         return self._engine.max_batch + self._engine.max_prefill_pages
 
     def submit(self, request: OCRRequest, on_text: Callable[[str], None] | None = None) -> Future:
