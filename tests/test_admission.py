@@ -13,7 +13,7 @@ from dsocr_model.runtime.admission import admit_group, prefill_chunks
 from dsocr_model.runtime.batch import BatchState, Pending
 from dsocr_model.runtime.engine import Engine, PageRequest
 from dsocr_model.runtime.generate import decode_step, prefill
-from test_engine import _requests
+from test_engine import _requests, _simple
 
 
 def test_prefill_chunks_bound_padded_tokens_and_keep_every_prompt():
@@ -77,9 +77,7 @@ def test_a_decode_step_never_writes_rows_it_does_not_use(golden_model):
     cache.k[:, [1, 3]] = 7.0
     before = cache.k.clone()
     chosen = state.choose(4)
-    for row in (0, 2):
-        state.emit(row, chosen[row])
-    step = state.next_inputs(m.device)
+    step = state.next_inputs(chosen)
     assert step.n == 4 and step.slots[:, 0].tolist() == [T, cache.spare, T, cache.spare]
     decode_step(m, step.tokens, step.positions, cache.prefix(step.n), step.kv_len, step.slots, step.visible)
     usable = slice(0, cache.max_len)
@@ -116,3 +114,20 @@ def test_an_empty_prompt_is_refused_at_submit_not_prefilled_with_its_neighbours(
     engine = Engine(golden_model, max_batch=2, max_seq_len=256)
     with pytest.raises(ValueError, match="empty"):
         engine.submit(PageRequest(torch.tensor([], dtype=torch.long), [], 4))
+
+
+def test_tokens_are_handed_out_while_the_step_that_feeds_them_runs(golden_model, monkeypatch):
+    """The next step is launched before the chosen ids reach the host (no host work between steps), and the
+    tokens are unchanged by it, including a row that finishes and is refilled by the next page."""
+    from dsocr_model.runtime.batch import BatchState as State
+
+    events: list[str] = []
+    step, emit = Engine._step, State.emit
+    monkeypatch.setattr(Engine, "_step", lambda self, *a: (events.append("step"), step(self, *a))[1])
+    monkeypatch.setattr(State, "emit", lambda self, *a: (events.append("emit"), emit(self, *a))[1])
+    reqs = _requests(golden_model)
+    outs = Engine(golden_model, max_batch=2, max_seq_len=1024).generate(reqs)  # more pages than rows
+    assert [o.token_ids for o in outs] == [_simple(golden_model, r).token_ids for r in reqs]
+    assert events[0] == "step" and "emit" in events
+    first_emit = events.index("emit")
+    assert events[:first_emit] == ["step"]  # the first tokens went out after the step that consumes them

@@ -99,10 +99,13 @@ def test_memory_budget_sizes_the_batch(golden_model):
     assert plan_max_batch(golden_model, 256, max_batch_tokens=10) == 1
     assert Engine(golden_model, max_seq_len=256, max_batch_tokens=768).max_batch == 3
     assert Engine(golden_model, max_seq_len=64).max_batch == CPU_MAX_BATCH  # CPU default: one constant
-    # From free memory: half of it, less the activation reserve, in rows of max_seq_len tokens
+    # From free memory: half of it, less the activation reserve, in rows of max_seq_len tokens, each with its
+    # rows of the step's logits (two fp32 buffers, and the head's output and its fp32 copy in the graph pool)
     free = 8 * 2**30
-    row = per_token * 8192
-    assert plan_max_batch(golden_model, 8192, free_bytes=free) == min(256, int((free * 0.5 - 3 * 2**30) // row))
+    row = per_token * 8192 + d.vocab_size * 4 * 4
+    assert plan_max_batch(golden_model, 8192, free_bytes=free) == min(512, int((free * 0.5 - 3 * 2**30) // row))
+    short = per_token * 16 + d.vocab_size * 4 * 4  # short rows: the logits are a large part of a row
+    assert plan_max_batch(golden_model, 16, free_bytes=2 * (3 * 2**30 + 300 * short)) == 300
     assert plan_max_batch(golden_model, 8192, 0.9, free_bytes=free) > plan_max_batch(golden_model, 8192, free_bytes=free)
     with pytest.raises(MemoryError, match="no room"):
         plan_max_batch(golden_model, 8192, free_bytes=3 * 2**30)

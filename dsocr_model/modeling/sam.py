@@ -2,7 +2,8 @@
 
 Follows segment-anything `modeling/image_encoder.py` (ViTDet-style windowing, MViTv2 decomposed
 relative positions) as used by DeepSeek-OCR `deepencoder/sam_vary_sdpa.py`, with these DeepSeek
-details (ARCHITECTURE.md §3.1): attention through SDPA with the rel-pos bias as `attn_mask`,
+details (ARCHITECTURE.md §3.1): attention through SDPA with the rel-pos bias added to the scores (the
+reference passes it as `attn_mask`; we fold it into q and k, `fold_rel_pos`, so a flash kernel runs it),
 bicubic+antialias resizing of `pos_embed` for inputs other than 1024², and `net_2`/`net_3` stride-2
 convs after the neck. Tokens stay channels-last [B, H, W, C] inside the trunk.
 """
@@ -54,19 +55,42 @@ def rel_pos_lookup(table: torch.Tensor, n: int) -> torch.Tensor:
     return table[idx[:, None] - idx[None, :] + (n - 1)]
 
 
-def rel_pos_bias(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Decomposed rel-pos bias from the *unscaled* q [B, H*W, C] -> additive mask [B, H*W, H*W]."""
+def rel_pos_terms(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
+                  hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decomposed rel-pos bias's two factors from the *unscaled* q [B, H*W, C]: the bias of query q on key
+    (kh, kw) is bh[q, kh] + bw[q, kw]. -> bh [B, H*W, H], bw [B, H*W, W]."""
     H, W = hw
     B, _, C = q.shape
     Rh, Rw = rel_pos_lookup(rel_h, H), rel_pos_lookup(rel_w, W)  # (H, H, C), (W, W, C)
     r_q = q.reshape(B, H, W, C)
     bh = torch.einsum("bhwc,hkc->bhwk", r_q, Rh)  # (B, H, W, kH)
     bw = torch.einsum("bhwc,wkc->bhwk", r_q, Rw)  # (B, H, W, kW)
-    bias = bh.reshape(B, H * W, H, 1) + bw.reshape(B, H * W, 1, W)
-    return bias.reshape(B, H * W, H * W)
+    return bh.reshape(B, H * W, H), bw.reshape(B, H * W, W)
+
+
+def fold_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor,
+                 hw: tuple[int, int], scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fold the rel-pos bias into q and k so attention needs no mask, and a flash kernel can run it.
+
+    q [B, nh, N, hd], bh [B, nh, N, H], bw [B, nh, N, W] -> q' = [q, bh/scale, bw/scale] and k' = [k, one-hot of
+    the key's row, one-hot of its column], so scale * q'.k' = scale * q.k + bh[q, k_row] + bw[q, k_col]: the
+    reference's scores, without a [N, N] bias in memory. Head dims are zero-padded to a multiple of 8, v too
+    (flash kernels want q, k and v alike); the output's first hd channels are the attention's.
+    """
+    H, W = hw
+    B, nh, N, hd = q.shape
+    cells = torch.arange(N, device=q.device)
+    onehot = torch.cat([F.one_hot(cells // W, H), F.one_hot(cells % W, W)], dim=-1).to(k.dtype)  # (N, H+W)
+    pad = -(hd + H + W) % 8
+    q2 = F.pad(torch.cat([q, bh / scale, bw / scale], dim=-1), (0, pad))
+    k2 = F.pad(torch.cat([k, onehot.expand(B, nh, N, H + W)], dim=-1), (0, pad))
+    v2 = F.pad(v, (0, H + W + pad))
+    return q2, k2, v2
 
 
 class Attention(nn.Module):
+    fold = True  # False: the reference's materialised bias (benchmarks time both)
+
     def __init__(self, dim: int, heads: int, rel_len: int) -> None:
         super().__init__()
         self.heads = heads
@@ -75,14 +99,21 @@ class Attention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_len - 1, dim // heads))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_len - 1, dim // heads))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fold: bool | None = None) -> torch.Tensor:
         B, H, W, C = x.shape
-        nh = self.heads
-        qkv = self.qkv(x).reshape(B, H * W, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # (3, B, nh, HW, hd)
+        nh, hd = self.heads, C // self.heads
+        qkv = self.qkv(x).reshape(B, H * W, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, HW, hd)
         q, k, v = qkv.unbind(0)
-        bias = rel_pos_bias(q.reshape(B * nh, H * W, -1), self.rel_pos_h, self.rel_pos_w, (H, W))
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.view(B, nh, H * W, H * W))
-        x = x.view(B, nh, H, W, -1).permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
+        bh, bw = rel_pos_terms(q.reshape(B * nh, H * W, hd), self.rel_pos_h, self.rel_pos_w, (H, W))
+        bh, bw = bh.view(B, nh, H * W, H), bw.view(B, nh, H * W, W)
+        if self.fold if fold is None else fold:
+            scale = hd ** -0.5
+            q2, k2, v2 = fold_rel_pos(q, k, v, bh, bw, (H, W), scale)
+            x = F.scaled_dot_product_attention(q2, k2, v2, scale=scale)[..., :hd]
+        else:  # the reference's way: the bias materialised as attn_mask
+            bias = (bh[..., None] + bw[..., None, :]).view(B, nh, H * W, H * W)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        x = x.reshape(B, nh, H, W, hd).permute(0, 2, 3, 1, 4).reshape(B, H, W, C)
         return self.proj(x)
 
 

@@ -128,12 +128,17 @@ class Admission:
             except Exception as e:  # admit_group handles page errors; this is the machinery itself failing
                 future.set_exception(e)
         else:
-            future = self._pool.submit(self._run, rows, jobs)
+            # The rows may have been freed while a decode step that still writes them was in flight (the engine
+            # hands tokens out after launching the step): the admission stream starts after that step.
+            freed = torch.cuda.Event()
+            freed.record()
+            future = self._pool.submit(self._run, rows, jobs, freed)
         future.rows, future.jobs = rows, jobs
         return future
 
-    def _run(self, rows: list[int], jobs: list[Pending]) -> AdmittedGroup:
+    def _run(self, rows: list[int], jobs: list[Pending], freed: torch.cuda.Event) -> AdmittedGroup:
         with torch.inference_mode(), torch.cuda.stream(self._stream):
+            self._stream.wait_event(freed)
             return admit_group(self.model, self.cache, rows, jobs, self.max_tokens)
 
     def close(self) -> None:

@@ -107,6 +107,9 @@ class BatchState:
         self.logprob_sum = torch.zeros(max_batch, device=device)
         self.logprob_min = torch.zeros(max_batch, device=device)
         self.guard_hits = torch.zeros(max_batch, device=device)
+        cuda = torch.device(device).type == "cuda"
+        self.host_ids = torch.zeros(max_batch, dtype=torch.long, pin_memory=True) if cuda else None
+        self.copied = torch.cuda.Event() if cuda else None
 
     def free_rows(self) -> Iterable[int]:
         """Lowest rows first, so live rows stay packed."""
@@ -130,8 +133,9 @@ class BatchState:
         if st is not None:
             fail(st.future, error)
 
-    def choose(self, n: int) -> list[int]:
-        """Greedy ids for rows 0..n after each request's n-gram guard; records them in the guard history."""
+    def choose(self, n: int) -> torch.Tensor:
+        """Greedy ids [n] for rows 0..n after each request's n-gram guard, left on the device (the next step reads
+        them there); records them in the guard history. `read_back` brings them to the host."""
         logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
         normaliser = torch.logsumexp(logits, dim=-1) if self.signals else None  # (n,), under the raw logits
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
@@ -153,7 +157,18 @@ class BatchState:
             torch.minimum(self.logprob_min[:n], logprob, out=self.logprob_min[:n])
         tail.copy_(torch.cat([tail[:, 1:], chosen[:, None]], dim=1))
         lengths[torch.tensor(self.live(), device=lengths.device)] += 1
-        return chosen.tolist()  # the one host sync per step
+        return chosen
+
+    def read_back(self, chosen: torch.Tensor) -> Callable[[], list[int]]:
+        """Start copying the chosen ids to the host; the returned call waits for them. The engine launches the next
+        step in between, so the host hands tokens out while the GPU decodes (its one sync per step waits for
+        the copy, not for the step after it)."""
+        n = chosen.shape[0]
+        if self.host_ids is None:
+            return chosen.tolist
+        self.host_ids[:n].copy_(chosen, non_blocking=True)
+        self.copied.record()
+        return lambda: (self.copied.synchronize(), self.host_ids[:n].tolist())[1]
 
     def emit(self, row: int, tok: int) -> None:
         """Hand a chosen id to its request; finish the request on EOS or its token limit."""
@@ -182,18 +197,20 @@ class BatchState:
         total, low, hits = torch.stack([self.logprob_sum[row], self.logprob_min[row], self.guard_hits[row]]).tolist()
         return {"mean_logprob": total / tokens, "min_logprob": low, "guard_hits": int(hits)}
 
-    def next_inputs(self, device: torch.device) -> StepInputs | None:
-        """The next decode step's inputs for rows 0..n; None when idle."""
+    def next_inputs(self, chosen: torch.Tensor) -> StepInputs | None:
+        """The next decode step's inputs for rows 0..n, fed the ids just chosen (on the device); None when idle.
+        Called before the chosen ids reach the host: a row that has just finished is decoded once more, into its
+        own row (harmless: it is freed afterwards, and whatever fills it next overwrites or never reads that slot)."""
         live = self.live()
         if not live:
             return None
         n = decode_rows(max(live) + 1, self.max_batch)
         # Rows 0..n that hold no live page (free, or being filled by admission) write to the spare slot.
-        columns = [[0] * n, [0] * n, [self.spare_slot] * n, [0] * n]  # built on the host, sent in one copy
+        columns = [[0] * n, [self.spare_slot] * n, [0] * n]  # built on the host, sent in one copy
         for s in live:
             st = self.slots[s]
-            columns[0][s], columns[1][s] = st.out[-1], st.pos
-            columns[2][s], columns[3][s] = ring_slot(st.pos, st.prefill_len, self.window)  # (pos, pos) without R-SWA
+            columns[0][s] = st.pos
+            columns[1][s], columns[2][s] = ring_slot(st.pos, st.prefill_len, self.window)  # (pos, pos) without R-SWA
             st.pos += 1
-        tokens, positions, slots, visible = torch.tensor(columns, device=device)[:, :, None]  # 4 x (n, 1)
-        return StepInputs(n, tokens, positions, slots, visible, max(columns[3]) + 1)
+        positions, slots, visible = torch.tensor(columns, device=chosen.device)[:, :, None]  # 3 x (n, 1)
+        return StepInputs(n, chosen[:n, None], positions, slots, visible, max(columns[2]) + 1)

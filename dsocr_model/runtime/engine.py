@@ -14,7 +14,8 @@ under R-SWA):
   the n-gram guard as tensor ops on the device; on CUDA the step replays a captured graph;
 - a finished slot is freed and refilled by a later admission.
 
-Host work per step: one read of the chosen ids (n ints) to detect EOS/limits and to refill slots.
+Host work per step: one read of the chosen ids (n ints) to detect EOS/limits and to refill slots, done while the
+GPU runs the next step (the step is fed the ids on the device, so it need not wait for the host).
 The one-sequence path in generate.py is the yardstick the tests compare against; both run the same
 `prefill` and `decode_step`. The batch bookkeeping lives in batch.py, the memory plan in memory.py.
 """
@@ -246,16 +247,22 @@ class Engine:
             state.start(s, job, T, eos, timings)
 
     def _decode(self, state: BatchState) -> None:
-        """Choose a token for every live row, hand it out, then run one decode step over rows 0..n."""
+        """Choose a token for every live row, launch the decode step that feeds them (rows 0..n), then hand them
+        out while the GPU runs it: the host's per-row work overlaps the step instead of preceding it."""
         live = state.live()
         if not live:
             return
         chosen = state.choose(decode_rows(max(live) + 1, self.max_batch))
-        for s in live:
-            state.emit(s, chosen[s])
-        step = state.next_inputs(self.model.device)
-        if step is None:
-            return
+        ids = state.read_back(chosen)
+        step = state.next_inputs(chosen)
+        try:
+            self._step(state, step)
+        finally:  # a failed step still hands out what was chosen before it
+            tokens = ids()
+            for s in live:
+                state.emit(s, tokens[s])
+
+    def _step(self, state: BatchState, step) -> None:
         n = step.n
         if self.graphs is not None:
             try:
