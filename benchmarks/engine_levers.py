@@ -1,7 +1,7 @@
 """The engine's speed levers one at a time, in one run: the same Gundam A4 pages through the engine with each
 lever switched on in turn (cumulative), then mixed traffic (pages of every mode, answers of 200-3,000 tokens) with the defaults.
 
-    PYTHONPATH=. python3 benchmarks/engine_levers.py --pages 256 --new-tokens 1000 --max-batch 256 --mix 256
+    PYTHONPATH=. python3 benchmarks/engine_levers.py --pages 256 --new-tokens 1000 --max-batch 256 --mix 256 --batch1 2
     python benchmarks/engine_levers.py --tiny --device cpu --pages 3 --new-tokens 3 --max-batch 2 --mix 3   # smoke
 
 Full size: the official v1 architecture with random bf16 weights (no download), 1,000 forced tokens per page
@@ -22,17 +22,52 @@ import torch  # noqa: E402
 
 from benchmarks.common import PROMPT_TAIL, build_model, percentile, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
+from dsocr_model.modeling import sam  # noqa: E402
+from dsocr_model.runtime.batch import decode_rows  # noqa: E402
 from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
 
-# (name, Engine keywords, views kept as fp32) — each row adds one lever to the one above.
+# (name, Engine keywords, views kept as fp32) — each row adds one lever to the one above (rows 5-6: to row 2).
+# Two keywords are the benchmark's: sam_fold=False times SAM's rel-pos bias materialised as the reference does,
+# host_first=True the decode loop as it was (tokens handed out, then the next step launched).
+BEFORE = {"sam_fold": False, "host_first": True}
 LEVERS = [
-    ("serial admission: one prompt per forward, fp32 views", {"max_prefill_tokens": 0, "overlap_admission": False}, True),
-    ("+ prompts prefilled together", {"overlap_admission": False}, True),
-    ("+ uint8 views, pinned upload, normalised on the GPU", {"overlap_admission": False}, False),
-    ("+ admission in its own thread and stream, beside decoding", {"overlap_admission": True}, False),
+    ("serial admission: one prompt per forward, fp32 views", {"max_prefill_tokens": 0, "overlap_admission": False,
+                                                              **BEFORE}, True),
+    ("+ prompts prefilled together", {"overlap_admission": False, **BEFORE}, True),
+    ("+ uint8 views, pinned upload, normalised on the GPU", {"overlap_admission": False, **BEFORE}, False),
+    ("+ admission in its own thread and stream, beside decoding", {"overlap_admission": True, **BEFORE}, False),
     ("  the same, interpreter switch interval 0.5 ms (diagnostic: GIL contention)", {"overlap_admission": True,
-                                                                                     "switch_interval": 5e-4}, False),
+                                                                                     "switch_interval": 5e-4,
+                                                                                     **BEFORE}, False),
+    ("row 2 + SAM rel-pos bias folded into q/k (flash attention)", {"host_first": True}, False),
+    ("+ next step launched before the host hands tokens out (defaults)", {}, False),
 ]
+
+
+class HostFirstEngine(Engine):
+    """The decode loop before the pipelined one: the chosen ids are read and handed out, then the step launched."""
+
+    def _decode(self, state) -> None:
+        live = state.live()
+        if not live:
+            return
+        chosen = state.choose(decode_rows(max(live) + 1, self.max_batch))
+        tokens = chosen.tolist()
+        for s in live:
+            state.emit(s, tokens[s])
+        step = state.next_inputs(chosen)
+        if step is not None:
+            self._step(state, step)
+
+
+def build_engine(model, options: dict, **fixed) -> Engine:
+    options = dict(options)
+    sys.setswitchinterval(options.pop("switch_interval", 5e-3))  # Python's default is 5 ms
+    sam.Attention.fold = options.pop("sam_fold", True)
+    engine_class = HostFirstEngine if options.pop("host_first", False) else Engine
+    return engine_class(model, **fixed, **options)
+
+
 MIX_MODES = ["tiny", "small", "base", "large", "gundam"]
 
 
@@ -80,6 +115,7 @@ def main() -> None:
     ap.add_argument("--mix", type=int, default=0, help="then this many mixed-traffic pages (all levers on)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--levers", type=int, nargs="*", help="only these rows (0-based; default all)")
+    ap.add_argument("--batch1", type=int, default=0, help="then this many pages at batch 1, loop before/after")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     model = build_model(not args.tiny, args.device, torch.bfloat16 if cuda else torch.float32)
@@ -87,13 +123,11 @@ def main() -> None:
           f"{args.new_tokens} tokens, max_batch {args.max_batch}", flush=True)
     base = None
     for i, (label, options, fp32_views) in enumerate(LEVERS):
-        options = dict(options)
-        sys.setswitchinterval(options.pop("switch_interval", 5e-3))  # Python's default is 5 ms
-        if options.get("overlap_admission") and not cuda or (args.levers and i not in args.levers):
+        if options.get("overlap_admission") and not cuda or (args.levers is not None and i not in args.levers):
             continue  # a second CUDA stream needs CUDA
         requests = [page_request(model, "gundam", args.new_tokens, fp32_views)] * args.pages
         seq = len(requests[0].input_ids) + args.new_tokens
-        engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq, **options)
+        engine = build_engine(model, options, max_batch=args.max_batch, max_seq_len=seq)
         r = timed(engine, requests, args.device)
         report(label, r, base)
         base = base or r
@@ -101,8 +135,24 @@ def main() -> None:
         del engine
         if cuda:
             torch.cuda.empty_cache()
+    if args.batch1:
+        batch_one(model, args)
     if args.mix:
         mixed_traffic(model, args)
+
+
+def batch_one(model, args) -> None:
+    """One page at a time (max_batch=1), the decode loop before and after the pipelining, with CUDA graphs."""
+    requests = [page_request(model, "gundam", args.new_tokens, False)] * args.batch1
+    seq = len(requests[0].input_ids) + args.new_tokens
+    print(f"batch 1: {args.batch1} Gundam pages x {args.new_tokens} tokens, one at a time", flush=True)
+    base = None
+    for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {})):
+        engine = build_engine(model, options, max_batch=1, max_seq_len=seq)
+        r = timed(engine, requests, args.device)
+        report(label, r, base)
+        base = base or r
+        engine.close()
 
 
 def mixed_traffic(model, args) -> None:
@@ -115,8 +165,7 @@ def mixed_traffic(model, args) -> None:
         new = rng.randint(200, 3000) if not args.tiny else rng.randint(2, 6)
         requests.append(PageRequest(r.input_ids, r.images, new, r.ngram_size, r.window_size, r.whitelist, -1))
     seq = max(len(r.input_ids) + r.max_new_tokens for r in requests)
-    sys.setswitchinterval(5e-3)
-    engine = Engine(model, max_batch=args.max_batch, max_seq_len=seq)
+    engine = build_engine(model, {}, max_batch=args.max_batch, max_seq_len=seq)
     r = timed(engine, requests, args.device)
     tokens = sum(q.max_new_tokens for q in requests)
     print(f"mixed traffic: {args.mix} pages ({'/'.join(MIX_MODES)} in turn), answers 200-3,000 tokens "

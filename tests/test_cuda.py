@@ -190,3 +190,24 @@ def test_uint8_views_upload_pinned_and_encode_like_fp32_views(cuda_model, mode):
     (a,) = cuda_model.encode_images([preprocess_image(img, mode)])
     (b,) = cuda_model.encode_images([preprocess_image(img, mode, normalize=False)])
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("grid", [(14, 14), (40, 40), (64, 64)])  # a window, a 640² tile's and a 1024² view's grid
+def test_folded_sam_attention_runs_on_flash_in_bf16_like_the_materialised_bias(grid):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from dsocr_model.modeling.sam import Attention
+
+    torch.manual_seed(0)
+    H, W = grid
+    attn = Attention(dim=768, heads=12, rel_len=max(H, W)).cuda().to(torch.bfloat16)
+    with torch.no_grad():
+        attn.rel_pos_h.normal_(std=0.5)
+        attn.rel_pos_w.normal_(std=0.5)
+    x = torch.randn(2, H, W, 768, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        reference = attn(x, fold=False).float()
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # the folded form needs no mask: flash runs it
+            folded = attn(x, fold=True).float()
+    assert (folded - reference).abs().max() < 0.05 * reference.abs().max()
+    assert (folded - reference).abs().mean() < 0.01 * reference.abs().mean()

@@ -1,0 +1,107 @@
+"""Where one decode step's time goes, and whether compiling it pays: full-size random weights, one H200.
+
+    PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 256 --kv-len 1536 --compile default
+
+For each row count: the eager step's CUDA kernels (count, summed GPU time, the costliest), the step replayed as
+our CUDA graph, and (with --compile MODE) the same step compiled by torch.compile (inductor, MODE) and captured
+in our graph. Event-timed over --iters replays. The cache holds random K/V (attention cost does not depend on
+the values).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import build_model  # noqa: E402
+from dsocr_model.modeling.decoder import KVCache  # noqa: E402
+from dsocr_model.runtime.batch import StepInputs  # noqa: E402
+from dsocr_model.runtime.cuda_graphs import DecodeGraphs  # noqa: E402
+from dsocr_model.runtime.generate import decode_step  # noqa: E402
+
+
+class CompiledGraphs(DecodeGraphs):
+    """Our decode graphs around a torch.compile'd step (the experiment the issue asks for)."""
+
+    def __init__(self, model, cache: KVCache, mode: str) -> None:
+        super().__init__(model, cache)
+        self.fn = torch.compile(decode_step, mode=mode, dynamic=False)
+
+    def _forward(self, n: int, kv_len: int) -> None:
+        self.logits[:n].copy_(self.fn(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len,
+                                      self.slots[:n], self.visible[:n]))
+
+
+def step_inputs(n: int, kv_len: int, vocab: int, device) -> StepInputs:
+    pos = torch.full((n, 1), kv_len - 1, device=device)
+    return StepInputs(n, torch.randint(0, vocab, (n, 1), device=device), pos, pos.clone(), pos.clone(), kv_len)
+
+
+def timed_replays(graphs: DecodeGraphs, inputs: StepInputs, iters: int) -> float:
+    graphs.step(inputs)  # capture
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        graphs.step(inputs)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def kernel_profile(model, cache: KVCache, inputs: StepInputs) -> None:
+    run = lambda: decode_step(model, inputs.tokens, inputs.positions, cache.prefix(inputs.n), inputs.kv_len,  # noqa: E731
+                              inputs.slots, inputs.visible)
+    run()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(e.device_time_total for e in kernels) / 1e3
+    print(f"  eager: {len(kernels)} kernels, {total:.3f} ms of kernel time", flush=True)
+    by_name: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for e in kernels:
+        by_name[e.name[:90]] += e.device_time_total
+        count[e.name[:90]] += 1
+    for name, us in by_name.most_common(12):
+        print(f"    {us / 1e3:7.3f} ms  x{count[name]:<4d} {name}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[1, 256])
+    ap.add_argument("--kv-len", type=int, default=1536)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--compile", nargs="*", default=[], help="torch.compile modes to try, e.g. default")
+    args = ap.parse_args()
+    model = build_model(True, "cuda", torch.bfloat16)
+    vocab = model.config.decoder.vocab_size
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | kv_len {args.kv_len}", flush=True)
+    with torch.inference_mode():
+        for n in args.rows:
+            cache = KVCache(model.config.decoder, n, args.kv_len + 64, "cuda", torch.bfloat16, spare_slot=True)
+            cache.k.normal_()
+            cache.v.normal_()
+            inputs = step_inputs(n, args.kv_len, vocab, "cuda")
+            print(f"rows {n}:", flush=True)
+            kernel_profile(model, cache, inputs)
+            ms = timed_replays(DecodeGraphs(model, cache), inputs, args.iters)
+            print(f"  CUDA graph: {ms:.3f} ms/step = {n / ms * 1e3:,.0f} tok/s (step alone)", flush=True)
+            for mode in args.compile:
+                try:
+                    ms = timed_replays(CompiledGraphs(model, cache, mode), inputs, args.iters)
+                    print(f"  compiled ({mode}) in our graph: {ms:.3f} ms/step = {n / ms * 1e3:,.0f} tok/s", flush=True)
+                except Exception as e:  # report and go on: this is an experiment
+                    print(f"  compiled ({mode}): failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            del cache
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

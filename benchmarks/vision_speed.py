@@ -1,0 +1,63 @@
+"""Vision encoder speed per page: SAM's rel-pos bias materialised (the reference's way) vs folded into q and k.
+
+    PYTHONPATH=. python3 benchmarks/vision_speed.py --pages 16
+
+Full-size random bf16 weights, synthetic A4 Gundam pages as uint8 views (the engine's path), encoded together
+as one admission group does; event-timed, after a warm-up, ms per page for the whole encoder (SAM, CLIP,
+projector) and for SAM alone (batches of 16 views of each size, per page: one global view and the page's tiles).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.common import build_model, synthetic_page  # noqa: E402
+from dsocr_model import preprocess_image  # noqa: E402
+from dsocr_model.modeling import sam  # noqa: E402
+
+
+def cuda_ms(fn, iters: int) -> float:
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pages", type=int, default=16)
+    ap.add_argument("--iters", type=int, default=3)
+    args = ap.parse_args()
+    model = build_model(True, "cuda", torch.bfloat16)
+    views = [preprocess_image(synthetic_page(seed=i), "gundam", spec=model.spec, normalize=False)
+             for i in range(args.pages)]
+    tiles = sum(v.tiles.shape[0] for v in views if v.is_tiled) / args.pages
+    print(f"{torch.cuda.get_device_name()} | {args.pages} Gundam A4 pages (a 1024² global view and {tiles:g} tiles of "
+          f"640² each)", flush=True)
+    big = torch.randn(16, 3, 1024, 1024, device="cuda", dtype=torch.bfloat16)  # the encoder's batches of 16 views
+    small = torch.randn(16, 3, 640, 640, device="cuda", dtype=torch.bfloat16)
+    encoder = model.model.sam_model
+    results = {}
+    with torch.inference_mode():
+        for fold in (False, True):
+            sam.Attention.fold = fold
+            whole = cuda_ms(lambda: model.encode_images(views), args.iters) / args.pages
+            sam_ms = (cuda_ms(lambda: encoder(big), args.iters) + tiles * cuda_ms(lambda: encoder(small), args.iters)) / 16
+            results[fold] = whole
+            label = "folded into q/k (flash)" if fold else "materialised bias (reference)"
+            print(f"  rel-pos {label}: encoder {whole:.2f} ms/page, SAM {sam_ms:.2f} ms/page", flush=True)
+    sam.Attention.fold = True
+    print(f"  folded vs materialised: x{results[False] / results[True]:.2f} (encoder, same run)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
