@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -19,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.common import build_model  # noqa: E402
+from benchmarks.vision_speed import profile_kernels  # noqa: E402
 from dsocr_model.modeling.decoder import KVCache  # noqa: E402
 from dsocr_model.runtime.batch import StepInputs  # noqa: E402
 from dsocr_model.runtime.cuda_graphs import DecodeGraphs  # noqa: E402
@@ -54,23 +54,8 @@ def timed_replays(graphs: DecodeGraphs, inputs: StepInputs, iters: int) -> float
 
 
 def kernel_profile(model, cache: KVCache, inputs: StepInputs) -> None:
-    run = lambda: decode_step(model, inputs.tokens, inputs.positions, cache.prefix(inputs.n), inputs.kv_len,  # noqa: E731
-                              inputs.slots, inputs.visible)
-    run()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        run()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    total = sum(e.device_time_total for e in kernels) / 1e3
-    print(f"  eager: {len(kernels)} kernels, {total:.3f} ms of kernel time", flush=True)
-    by_name: Counter[str] = Counter()
-    count: Counter[str] = Counter()
-    for e in kernels:
-        by_name[e.name[:90]] += e.device_time_total
-        count[e.name[:90]] += 1
-    for name, us in by_name.most_common(12):
-        print(f"    {us / 1e3:7.3f} ms  x{count[name]:<4d} {name}", flush=True)
+    profile_kernels(lambda: decode_step(model, inputs.tokens, inputs.positions, cache.prefix(inputs.n), inputs.kv_len,
+                                        inputs.slots, inputs.visible), "eager step")
 
 
 def main() -> None:

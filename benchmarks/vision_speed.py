@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,6 +58,26 @@ def main() -> None:
             print(f"  rel-pos {label}: encoder {whole:.2f} ms/page, SAM {sam_ms:.2f} ms/page", flush=True)
     sam.Attention.fold = True
     print(f"  folded vs materialised: x{results[False] / results[True]:.2f} (encoder, same run)", flush=True)
+    with torch.inference_mode():
+        profile_kernels(lambda: encoder(big), "SAM on 16 views of 1024²")
+
+
+def profile_kernels(fn, label: str, top: int = 12) -> None:
+    """The costliest CUDA kernels of one call, by summed GPU time."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    print(f"  {label}: {len(kernels)} kernels, {sum(e.device_time_total for e in kernels) / 1e3:.2f} ms", flush=True)
+    total: Counter[str] = Counter()
+    count: Counter[str] = Counter()
+    for e in kernels:
+        total[e.name[:100]] += e.device_time_total
+        count[e.name[:100]] += 1
+    for name, us in total.most_common(top):
+        print(f"    {us / 1e3:7.3f} ms  x{count[name]:<4d} {name}", flush=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,13 @@ class StepInputs:
     kv_len: int
 
 
+def to_device(values: list, device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """A small host list on the device without blocking the host: on CUDA through pinned memory, non-blocking (a
+    copy from pageable memory would first wait for every kernel queued before it, i.e. the step in flight)."""
+    t = torch.tensor(values, dtype=dtype)
+    return t.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else t.to(device)
+
+
 def decode_rows(live_rows: int, max_batch: int) -> int:
     """Decode rows 0..n with n the next power of two: few distinct shapes (graphs), little waste."""
     return min(1 << (live_rows - 1).bit_length(), max_batch)
@@ -143,9 +150,9 @@ class BatchState:
             if st is not None and st.guard is not None:
                 groups.setdefault(st.guard, []).append(s)
         for (size, window, wl), rows in groups.items():
-            idx = torch.tensor(rows, device=logits.device)
+            idx = to_device(rows, logits.device)
             pen = ngram_penalty(tail[idx, tail.shape[1] - window:], lengths[idx], size,
-                                torch.tensor(wl, dtype=torch.long, device=logits.device), logits.shape[1])
+                                to_device(list(wl), logits.device), logits.shape[1])
             if self.signals:  # the guard "hit" when it banned what greedy decoding would have chosen
                 unguarded = logits[idx].argmax(dim=-1, keepdim=True)
                 self.guard_hits[idx] += pen.gather(1, unguarded)[:, 0].isinf().float()
@@ -156,7 +163,7 @@ class BatchState:
             self.logprob_sum[:n] += logprob
             torch.minimum(self.logprob_min[:n], logprob, out=self.logprob_min[:n])
         tail.copy_(torch.cat([tail[:, 1:], chosen[:, None]], dim=1))
-        lengths[torch.tensor(self.live(), device=lengths.device)] += 1
+        lengths[to_device(self.live(), lengths.device)] += 1
         return chosen
 
     def read_back(self, chosen: torch.Tensor) -> Callable[[], list[int]]:
@@ -212,5 +219,5 @@ class BatchState:
             columns[0][s] = st.pos
             columns[1][s], columns[2][s] = ring_slot(st.pos, st.prefill_len, self.window)  # (pos, pos) without R-SWA
             st.pos += 1
-        positions, slots, visible = torch.tensor(columns, device=chosen.device)[:, :, None]  # 3 x (n, 1)
+        positions, slots, visible = to_device(columns, chosen.device)[:, :, None]  # 3 x (n, 1)
         return StepInputs(n, chosen[:n, None], positions, slots, visible, max(columns[2]) + 1)

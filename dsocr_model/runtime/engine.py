@@ -36,7 +36,7 @@ import torch
 
 from ..modeling.decoder import KVCache
 from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
-from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail
+from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail, to_device
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step
 from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
@@ -238,7 +238,7 @@ class Engine:
         if group.ready is not None:  # the admission stream's writes come before this stream reads them
             torch.cuda.current_stream().wait_event(group.ready)
         logits = torch.cat(group.logits) if len(group.logits) > 1 else group.logits[0]
-        state.logits[torch.tensor(group.rows, device=logits.device)] = logits
+        state.logits[to_device(group.rows, logits.device)] = logits
         if group.ready is not None:
             for part in group.logits:  # allocated on the admission stream, read on this one
                 part.record_stream(torch.cuda.current_stream())
