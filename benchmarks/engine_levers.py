@@ -41,7 +41,10 @@ LEVERS = [
                                                                                      **BEFORE}, False),
     ("row 2 + SAM rel-pos bias folded into q/k (flash attention)", {"host_first": True}, False),
     ("+ next step launched before the host hands tokens out (defaults)", {}, False),
+    ("+ ragged decode attention (Triton kernel, bf16 KV)", {"ragged_attention": True}, False),
+    ("+ fp8 (e4m3) KV cache, a scale per token and head", {"kv_dtype": "fp8"}, False),
 ]
+FIDELITY_ROWS = (6, 8)  # greedy tokens with bf16 KV vs fp8 KV, compared page by page
 
 
 class HostFirstEngine(Engine):
@@ -58,6 +61,10 @@ class HostFirstEngine(Engine):
         step = state.next_inputs(chosen)
         if step is not None:
             self._step(state, step)
+
+
+def needs_cuda(options: dict) -> bool:
+    return any(options.get(k) for k in ("overlap_admission", "ragged_attention", "kv_dtype"))
 
 
 def build_engine(model, options: dict, **fixed) -> Engine:
@@ -92,7 +99,7 @@ def timed(engine: Engine, requests: list[PageRequest], device: str) -> dict[str,
     sync(device)
     dt = time.perf_counter() - t0
     ttft = [o.timings["ttft_s"] for o in outs]
-    return {"s": dt, "tok/s": sum(len(o.token_ids) for o in outs) / dt, "pages/s": len(outs) / dt,
+    return {"s": dt, "tok/s": sum(len(o.token_ids) for o in outs) / dt, "pages/s": len(outs) / dt, "outs": outs,
             "ttft_med": percentile(ttft, 0.5), "ttft_p95": percentile(ttft, 0.95),
             "admit_ms": 1e3 * percentile([o.timings["prefill_s"] for o in outs], 0.5),
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")}
@@ -122,23 +129,38 @@ def main() -> None:
     print(f"{torch.cuda.get_device_name() if cuda else 'cpu'} | {model.spec.name} | {args.pages} Gundam pages x "
           f"{args.new_tokens} tokens, max_batch {args.max_batch}", flush=True)
     base = None
+    tokens = {}
     for i, (label, options, fp32_views) in enumerate(LEVERS):
-        if options.get("overlap_admission") and not cuda or (args.levers is not None and i not in args.levers):
-            continue  # a second CUDA stream needs CUDA
+        if needs_cuda(options) and not cuda or (args.levers is not None and i not in args.levers):
+            continue  # a second CUDA stream and the Triton kernel need CUDA
         requests = [page_request(model, "gundam", args.new_tokens, fp32_views)] * args.pages
         seq = len(requests[0].input_ids) + args.new_tokens
         engine = build_engine(model, options, max_batch=args.max_batch, max_seq_len=seq)
         r = timed(engine, requests, args.device)
         report(label, r, base)
         base = base or r
+        tokens[i] = [o.token_ids for o in r["outs"]]
         engine.close()
-        del engine
+        del engine, r
         if cuda:
             torch.cuda.empty_cache()
+    if all(i in tokens for i in FIDELITY_ROWS):
+        fidelity(*(tokens[i] for i in FIDELITY_ROWS))
     if args.batch1:
         batch_one(model, args)
     if args.mix:
         mixed_traffic(model, args)
+
+
+def fidelity(reference: list[list[int]], candidate: list[list[int]]) -> None:
+    """Greedy tokens of each page against the reference: the share of steps before the first difference, and
+    the share of positions that agree."""
+    prefix = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y))) / max(len(x), 1)
+              for x, y in zip(reference, candidate)]
+    same = [sum(a == b for a, b in zip(x, y)) / max(len(x), 1) for x, y in zip(reference, candidate)]
+    print(f"fp8 KV fidelity ({len(prefix)} pages, greedy vs bf16 KV): identical for the first {min(prefix):.1%} of "
+          f"steps on the worst page (mean {sum(prefix) / len(prefix):.1%}); positions agreeing {min(same):.1%} "
+          f"worst, {sum(same) / len(same):.1%} mean", flush=True)
 
 
 def batch_one(model, args) -> None:
@@ -147,7 +169,10 @@ def batch_one(model, args) -> None:
     seq = len(requests[0].input_ids) + args.new_tokens
     print(f"batch 1: {args.batch1} Gundam pages x {args.new_tokens} tokens, one at a time", flush=True)
     base = None
-    for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {})):
+    for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {}),
+                           ("pipelined, ragged attention", {"ragged_attention": True})):
+        if needs_cuda(options) and not args.device.startswith("cuda"):
+            continue
         engine = build_engine(model, options, max_batch=1, max_seq_len=seq)
         r = timed(engine, requests, args.device)
         report(label, r, base)
@@ -165,13 +190,18 @@ def mixed_traffic(model, args) -> None:
         new = rng.randint(200, 3000) if not args.tiny else rng.randint(2, 6)
         requests.append(PageRequest(r.input_ids, r.images, new, r.ngram_size, r.window_size, r.whitelist, -1))
     seq = max(len(r.input_ids) + r.max_new_tokens for r in requests)
-    engine = build_engine(model, {}, max_batch=args.max_batch, max_seq_len=seq)
-    r = timed(engine, requests, args.device)
     tokens = sum(q.max_new_tokens for q in requests)
     print(f"mixed traffic: {args.mix} pages ({'/'.join(MIX_MODES)} in turn), answers 200-3,000 tokens "
           f"({tokens:,} in all), KV rows of {seq} slots", flush=True)
-    report("all levers", r, None)
-
+    base = None
+    for label, options in (("defaults", {}), ("ragged decode attention", {"ragged_attention": True})):
+        if needs_cuda(options) and not args.device.startswith("cuda"):
+            continue
+        engine = build_engine(model, options, max_batch=args.max_batch, max_seq_len=seq)
+        r = timed(engine, requests, args.device)
+        report(label, r, base)
+        base = base or r
+        engine.close()
 
 if __name__ == "__main__":
     main()

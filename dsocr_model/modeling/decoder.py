@@ -9,11 +9,14 @@ generated tokens go round a ring after the prompt (`ring_slot`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import DecoderConfig
+from .decode_attention import decode_attention, dequantize, quantize
 from .moe import MLP, MoE
 
 
@@ -42,18 +45,38 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # rotate-half (NeoX) layout
 
 
+@dataclass
+class RowLengths:
+    """A decode step's attention plan for the ragged kernel: each row sees its slots 0..lengths-1 [B] (int32);
+    kv_len bounds them (it sizes the kernel's work split)."""
+
+    lengths: torch.Tensor
+    kv_len: int
+
+
 class KVCache:
     """Static cache k, v: [layers, B, H, S_max, hd]; rows written at explicit slots.
 
     `spare_slot` adds one slot past `max_len` to every row: a batched decode step sends the rows it carries but
     does not use there (a row may be filling from another CUDA stream meanwhile), and attention never reads it.
+    `kv_dtype="fp8"` stores each key and value vector as e4m3 with an fp32 scale (decode_attention.quantize);
+    `ragged` (implied by fp8) has one-token decode steps attend over each row's own length with the Triton
+    kernel instead of SDPA over a shared, masked length.
     """
 
     def __init__(self, cfg: DecoderConfig, batch: int, max_len: int, device, dtype: torch.dtype,
-                 spare_slot: bool = False) -> None:
+                 spare_slot: bool = False, kv_dtype: str | None = None, ragged: bool = False) -> None:
+        if kv_dtype not in (None, "fp8"):
+            raise ValueError(f"kv_dtype must be None (the model's dtype) or 'fp8', got {kv_dtype!r}")
         shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len + int(spare_slot), cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        store = torch.float8_e4m3fn if kv_dtype == "fp8" else dtype
+        self.k = torch.zeros(shape, device=device, dtype=store)
+        self.v = torch.zeros(shape, device=device, dtype=store)
+        fp8 = kv_dtype == "fp8"
+        self.k_scale = torch.zeros(shape[:-1], device=device, dtype=torch.float32) if fp8 else None
+        self.v_scale = torch.zeros(shape[:-1], device=device, dtype=torch.float32) if fp8 else None
+        self.dtype = dtype  # what attention computes in
+        self.ragged = ragged or fp8
         self.length = max_len
         self.row_index: torch.Tensor | None = None  # set by `at_rows`: the batch rows a prefill writes
 
@@ -67,21 +90,41 @@ class KVCache:
         """The slot idle rows write to (only meaningful with spare_slot=True)."""
         return self.length
 
-    def update(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, T, hd] at cache slots [B, T]; return the layer's full cache."""
+    def update(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write k, v [B, H, T, hd] at cache slots [B, T]."""
         rows = torch.arange(k.shape[0], device=k.device)[:, None] if self.row_index is None else self.row_index[:, None]
+        if self.k_scale is not None:
+            (k, ks), (v, vs) = quantize(k), quantize(v)
+            self.k_scale[layer][rows, :, slots] = ks.transpose(1, 2)  # (B, T, H)
+            self.v_scale[layer][rows, :, slots] = vs.transpose(1, 2)
         self.k[layer][rows, :, slots] = k.transpose(1, 2)  # index (B, T) on dims 0, 2 -> (B, T, H, hd)
         self.v[layer][rows, :, slots] = v.transpose(1, 2)
-        return self.k[layer], self.v[layer]
 
-    def _view(self, k: torch.Tensor, v: torch.Tensor, row_index: torch.Tensor | None = None) -> "KVCache":
+    def read(self, layer: int, kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots 0..kv_len of every row, in the compute dtype (an fp8 cache is dequantized: the slow path)."""
+        scales = (None, None) if self.k_scale is None else (self.k_scale[layer][:, :, :kv_len],
+                                                           self.v_scale[layer][:, :, :kv_len])
+        return (dequantize(self.k[layer][:, :, :kv_len], scales[0], self.dtype),
+                dequantize(self.v[layer][:, :, :kv_len], scales[1], self.dtype))
+
+    def attend(self, layer: int, q: torch.Tensor, plan: RowLengths) -> torch.Tensor:
+        """q [B, H, 1, hd] over each row's own slots (the ragged kernel)."""
+        scales = (None, None) if self.k_scale is None else (self.k_scale[layer], self.v_scale[layer])
+        return decode_attention(q, self.k[layer], self.v[layer], plan.lengths, plan.kv_len, *scales)
+
+    def _view(self, rows: slice | None = None, row_index: torch.Tensor | None = None) -> "KVCache":
         view = KVCache.__new__(KVCache)
-        view.k, view.v, view.length, view.row_index = k, v, self.length, row_index
+        view.__dict__.update(self.__dict__)
+        view.row_index = row_index
+        if rows is not None:
+            for name in ("k", "v", "k_scale", "v_scale"):
+                t = getattr(self, name)
+                setattr(view, name, None if t is None else t[:, rows])
         return view
 
     def rows(self, start: int, stop: int) -> "KVCache":
         """A view of batch rows start..stop (shares storage)."""
-        return self._view(self.k[:, start:stop], self.v[:, start:stop])
+        return self._view(slice(start, stop))
 
     def slot(self, row: int) -> "KVCache":
         """One row: prefill one request into its batch slot."""
@@ -90,7 +133,7 @@ class KVCache:
     def at_rows(self, rows: torch.Tensor) -> "KVCache":
         """A write-only view for a prefill of fresh sequences: batch item i goes to cache row rows[i] (any rows,
         in any order). Its attention is causal over the sequences' own keys, so the cache is never read."""
-        return self._view(self.k, self.v, rows)
+        return self._view(row_index=rows)
 
     def prefix(self, n: int) -> "KVCache":
         """Rows 0..n: decode only the rows that can be live."""
@@ -137,12 +180,14 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k_all, v_all = cache.update(layer, slots, k, v)
+            cache.update(layer, slots, k, v)
         if mask is None:  # fresh sequences (no cache, or a prefill into empty rows): causal over their own keys
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif isinstance(mask, RowLengths):  # one token per row, over the row's own length
+            y = cache.attend(layer, q, mask)
         else:  # over the cache's slots 0..kv_len, as the mask allows
-            kv_len = mask.shape[-1]
-            y = F.scaled_dot_product_attention(q, k_all[:, :, :kv_len], v_all[:, :, :kv_len], attn_mask=mask)
+            k_all, v_all = cache.read(layer, mask.shape[-1])
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, D))
 
 

@@ -25,7 +25,7 @@ from ..family.registry import DEFAULT_MODEL_ID, architecture_for
 from ..family.spec import ModelSpec
 from .clip import ClipEncoder
 from .config import OCRConfig
-from .decoder import DecoderLayer, KVCache, RMSNorm, cache_mask, rope_cos_sin
+from .decoder import DecoderLayer, KVCache, RMSNorm, RowLengths, cache_mask, rope_cos_sin
 from .preprocess import ImageViews
 from .sam import SamEncoder
 from .tokenizer import build_prompt_ids, load_tokenizer, resolve_image_token_id, token_id
@@ -229,7 +229,11 @@ class DeepseekOCR(nn.Module):
         mask = None
         if cache is not None and not fresh:
             visible = positions if visible is None else visible
-            mask = cache_mask(visible, min(kv_len or int(visible.max()) + 1, cache.max_len))
+            kv_len = min(kv_len or int(visible.max()) + 1, cache.max_len)
+            if cache.ragged and x.shape[1] == 1:  # each row over its own slots: no mask, no shared length
+                mask = RowLengths((visible[:, 0] + 1).to(torch.int32), kv_len)
+            else:
+                mask = cache_mask(visible, kv_len)
         for layer in self.model.layers:
             x = layer(x, cos, sin, cache, slots, mask)
         return self.model.norm(x)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import os
 import queue
 import threading
 import time
@@ -67,6 +68,11 @@ class Engine:
         overlap_admission: admit pages in a thread and CUDA stream of their own, beside decoding (CUDA only;
             off by default: on an H200 it measured slower than admitting between steps, see benchmarks/RESULTS.md).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
+        kv_dtype: None (the model's dtype) or "fp8": keys and values stored as e4m3 with a scale per token and
+            head, half the memory and half the bytes a decode step reads (CUDA; off by default, see its fidelity
+            figures in benchmarks/RESULTS.md).
+        ragged_attention: decode steps attend over each row's own length with a Triton kernel instead of SDPA
+            over the longest row's (implied by fp8; CUDA).
         signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
             hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
     """
@@ -75,7 +81,8 @@ class Engine:
                  memory_fraction: float = DEFAULT_MEMORY_FRACTION, max_batch_tokens: int | None = None,
                  max_prefill_pages: int = 16, max_prefill_tokens: int = MAX_PREFILL_TOKENS,
                  overlap_admission: bool = False, cuda_graphs: bool | None = None,
-                 max_prompt_len: int | None = None, signals: bool = True) -> None:
+                 max_prompt_len: int | None = None, signals: bool = True, kv_dtype: str | None = None,
+                 ragged_attention: bool = False) -> None:
         self.model = model
         self.signals = signals
         d = model.config.decoder
@@ -85,9 +92,13 @@ class Engine:
             self.row_len = self.max_seq_len
         else:  # R-SWA: a row holds the prompt and a ring of `window` generated tokens
             self.row_len = min(self.max_seq_len, (max_prompt_len or DEFAULT_ROW_LEN - self.window) + self.window)
-        self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens)
+        if (kv_dtype or ragged_attention) and model.device.type != "cuda" and not os.environ.get("TRITON_INTERPRET"):
+            raise ValueError("kv_dtype='fp8' and ragged_attention run a Triton kernel: they need CUDA")
+        self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens,
+                                                     kv_dtype=kv_dtype)
         self.max_prefill_pages = max(1, max_prefill_pages)
-        self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype, spare_slot=True)
+        self.cache = KVCache(d, self.max_batch, self.row_len, model.device, model.dtype, spare_slot=True,
+                             kv_dtype=kv_dtype, ragged=ragged_attention)
         overlap = bool(overlap_admission) and model.device.type == "cuda"
         self.admission = Admission(model, self.cache, max_prefill_tokens, overlap)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured

@@ -18,19 +18,22 @@ MAX_BATCH_CAP = 512
 DEFAULT_MEMORY_FRACTION = 0.5  # of the free GPU memory: leaves room for another model beside the engine
 
 
-def kv_bytes_per_token(model) -> int:
+def kv_bytes_per_token(model, kv_dtype: str | None = None) -> int:
+    """K and V of one token; fp8: one byte an entry and an fp32 scale per head."""
     d = model.config.decoder
-    return 2 * d.num_hidden_layers * d.num_key_value_heads * d.head_dim * model.dtype.itemsize  # K and V
+    per_head = d.head_dim + 4 if kv_dtype == "fp8" else d.head_dim * model.dtype.itemsize
+    return 2 * d.num_hidden_layers * d.num_key_value_heads * per_head
 
 
-def row_bytes(model, row_len: int) -> int:
+def row_bytes(model, row_len: int, kv_dtype: str | None = None) -> int:
     """What one page in flight costs: its KV cache row and its rows of the step's logits buffers."""
     vocab = model.config.decoder.vocab_size
-    return kv_bytes_per_token(model) * row_len + vocab * (3 * 4 + model.dtype.itemsize)
+    return kv_bytes_per_token(model, kv_dtype) * row_len + vocab * (3 * 4 + model.dtype.itemsize)
 
 
 def plan_max_batch(model, max_seq_len: int, memory_fraction: float = DEFAULT_MEMORY_FRACTION,
-                   max_batch_tokens: int | None = None, free_bytes: int | None = None) -> int:
+                   max_batch_tokens: int | None = None, free_bytes: int | None = None,
+                   kv_dtype: str | None = None) -> int:
     """Pages in flight: from a KV token budget if given, else from the free GPU memory (`free_bytes`, default
     as the device reports it); CPU_MAX_BATCH on CPU."""
     if max_batch_tokens is not None:
@@ -41,7 +44,7 @@ def plan_max_batch(model, max_seq_len: int, memory_fraction: float = DEFAULT_MEM
         raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
     free = free_bytes if free_bytes is not None else torch.cuda.mem_get_info(model.device)[0]
     budget = free * memory_fraction - ACTIVATION_RESERVE
-    per_row = row_bytes(model, max_seq_len)
+    per_row = row_bytes(model, max_seq_len, kv_dtype)
     n = int(budget // per_row)
     if n < 1:
         raise MemoryError(f"{free / 2**30:.1f} GiB free leaves no room for one {max_seq_len}-token KV cache row "
