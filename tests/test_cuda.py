@@ -189,7 +189,8 @@ def test_uint8_views_upload_pinned_and_encode_like_fp32_views(cuda_model, mode):
     img = Image.open(GOLDEN / "images" / "a4_1190x1684.png").convert("RGB")
     (a,) = cuda_model.encode_images([preprocess_image(img, mode)])
     (b,) = cuda_model.encode_images([preprocess_image(img, mode, normalize=False)])
-    assert torch.equal(a, b)
+    # normalised on the GPU rather than on the CPU: the same to fp32 rounding (bitwise on the CPU: test_admission)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("grid", [(14, 14), (40, 40), (64, 64)])  # a window, a 640² tile's and a 1024² view's grid

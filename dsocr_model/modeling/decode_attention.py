@@ -17,6 +17,7 @@ import torch
 
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 TARGET_PROGRAMS = 1024  # rows x heads x splits wanted in flight (132 SMs on an H100/H200)
+NUM_WARPS = 4
 
 
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +65,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths:
     attend[(B * H, splits)](q, k, v, ks, vs, lengths, out, pm, pl, pa, D ** -0.5, chunk,
                             q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
                             ks.stride(0) if fp8 else 0, ks.stride(1) if fp8 else 0, out.stride(0), out.stride(1),
-                            HEADS=H, D=D, BLOCK=block, FP8=fp8, SPLITS=splits, num_warps=4)
+                            HEADS=H, D=D, BLOCK=block, FP8=fp8, SPLITS=splits, num_warps=NUM_WARPS)
     if splits > 1:
         combine[(B * H,)](pm, pl, pa, out, out.stride(0), out.stride(1), HEADS=H, D=D, SPLITS=splits, num_warps=4)
     return out
