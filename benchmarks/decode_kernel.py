@@ -41,10 +41,10 @@ def main() -> None:
     (kq, ks), (vq, vs) = da.quantize(k), da.quantize(v)
     lengths = torch.full((B,), S, device="cuda", dtype=torch.int32)
     mask = torch.ones(B, 1, 1, S, device="cuda", dtype=torch.bool)
-    gb = {"bf16": 2 * B * H * S * D * 2 / 1e9, "fp8": 2 * B * H * S * (D + 4) / 1e9}
+    gb = {"bf16": 2 * B * H * S * D * 2 / 1e9, "fp8": 2 * B * H * S * (D + 4) / 1e9}  # GB / ms = TB/s
     ms = cuda_ms(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     print(f"{torch.cuda.get_device_name()} | rows {B}, kv_len {S}: cuDNN SDPA (masked, bf16) {ms:.3f} ms = "
-          f"{gb['bf16'] / ms:,.0f} GB/s", flush=True)
+          f"{gb['bf16'] / ms:,.2f} TB/s", flush=True)
     for kind in ("bf16", "fp8"):
         scales = (ks, vs) if kind == "fp8" else (None, None)
         keys = (kq, vq) if kind == "fp8" else (k, v)
@@ -54,7 +54,7 @@ def main() -> None:
                 da.NUM_WARPS = warps
                 ms = cuda_ms(lambda: da.decode_attention(q, *keys, lengths, S, *scales, block=block))
                 best = min(best or (ms, block, warps), (ms, block, warps))
-                print(f"  {kind} block {block:3d} warps {warps}: {ms:.3f} ms = {gb[kind] / ms:,.0f} GB/s", flush=True)
+                print(f"  {kind} block {block:3d} warps {warps}: {ms:.3f} ms = {gb[kind] / ms:,.2f} TB/s", flush=True)
         print(f"  {kind} best: block {best[1]}, warps {best[2]}: {best[0]:.3f} ms", flush=True)
 
 

@@ -207,11 +207,13 @@ def test_folded_sam_attention_runs_on_flash_in_bf16_like_the_materialised_bias(g
         attn.rel_pos_w.normal_(std=0.5)
     x = torch.randn(2, H, W, 768, device="cuda", dtype=torch.bfloat16)
     with torch.inference_mode():
-        reference = attn(x, fold=False).float()
+        materialised = attn(x, fold=False).float()
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # the folded form needs no mask: flash runs it
             folded = attn(x, fold=True).float()
-    assert (folded - reference).abs().max() < 0.05 * reference.abs().max()
-    assert (folded - reference).abs().mean() < 0.01 * reference.abs().mean()
+        exact = attn.float()(x.float(), fold=False)  # both bf16 forms against fp32
+    err_folded, err_materialised = (folded - exact).abs().mean(), (materialised - exact).abs().mean()
+    assert err_folded < 1.5 * err_materialised  # as close to fp32 as the reference's way (its bias is rounded too)
+    assert (folded - exact).abs().max() < 0.05 * exact.abs().max()
 
 
 @pytest.mark.parametrize("rows", [1, 64])  # batch 1: the keys split in chunks, combined by a second kernel
@@ -250,19 +252,28 @@ def test_engine_with_ragged_attention_fp32_equals_simple_path(cuda_model):
         assert o.token_ids == generate(cuda_model, r.input_ids, r.images, r.max_new_tokens).token_ids
 
 
-def test_engine_with_fp8_kv_and_cuda_graphs_runs_and_mostly_agrees_with_bf16_kv():
-    """fp8 KV is lossy: greedy tokens may part from bf16's; they must still mostly agree (a broken kernel or
-    quantiser agrees on almost nothing). The fidelity gate itself is measured on full-size pages (RESULTS.md)."""
+def test_engine_with_fp8_kv_reads_the_cache_as_its_dequantised_reference_does(cuda_model):
+    """The kernel over an fp8 cache equals SDPA over the same cache dequantized (fp32 compute: same tokens).
+    How far fp8 KV moves greedy tokens from bf16 KV is the fidelity gate, measured on full-size pages."""
+    from dsocr_model.runtime.engine import Engine
+    from test_engine import _requests
+
+    reqs = _requests(cuda_model)
+    kernel = Engine(cuda_model, max_batch=4, max_seq_len=1024, kv_dtype="fp8")
+    dense = Engine(cuda_model, max_batch=4, max_seq_len=1024, kv_dtype="fp8")
+    dense.cache.ragged = False  # decode through cache.read(): dequantized K/V, SDPA with a mask
+    assert kernel.cache.k.dtype == torch.float8_e4m3fn and kernel.cache.ragged
+    assert [o.token_ids for o in kernel.generate(reqs)] == [o.token_ids for o in dense.generate(reqs)]
+
+
+def test_engine_with_fp8_kv_and_cuda_graphs_in_bf16():
     from dsocr_model.runtime.engine import Engine
     from test_engine import _requests
 
     model = DeepseekOCR.from_pretrained(GOLDEN, device="cuda", dtype=torch.bfloat16)
     reqs = _requests(model)
-    base = Engine(model, max_batch=4, max_seq_len=1024, ragged_attention=True).generate(reqs)
-    fp8 = Engine(model, max_batch=4, max_seq_len=1024, kv_dtype="fp8")
-    outs = fp8.generate(reqs)
-    assert fp8.cache.k.dtype == torch.float8_e4m3fn and fp8.graphs is not None and fp8.graphs.graphs
-    same = sum(a == b for x, y in zip(base, outs) for a, b in zip(x.token_ids, y.token_ids))
-    total = sum(len(x.token_ids) for x in base)
-    assert [len(o.token_ids) for o in outs] == [len(o.token_ids) for o in base] or same / total > 0.5
-    assert same / total > 0.5
+    graphed = Engine(model, max_batch=4, max_seq_len=1024, kv_dtype="fp8")
+    outs = graphed.generate(reqs)
+    assert graphed.graphs is not None and graphed.graphs.graphs
+    eager = Engine(model, max_batch=4, max_seq_len=1024, kv_dtype="fp8", cuda_graphs=False).generate(reqs)
+    assert [o.token_ids for o in outs] == [o.token_ids for o in eager]

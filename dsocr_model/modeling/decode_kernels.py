@@ -12,9 +12,9 @@ import triton.language as tl
 def attend(Q, K, V, KS, VS, Lens, Out, PM, PL, PA, sm_scale, chunk,
            sqb, sqh, skb, skh, sks, ssb, ssh, sob, soh,
            HEADS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr, SPLITS: tl.constexpr):
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)
     split = tl.program_id(1)
-    b = bh // HEADS
+    b = (bh // HEADS).to(tl.int64)  # row offsets pass 2**31 elements past ~800 rows
     h = bh % HEADS
     length = tl.load(Lens + b)
     start = split * chunk
@@ -52,8 +52,8 @@ def attend(Q, K, V, KS, VS, Lens, Out, PM, PL, PA, sm_scale, chunk,
 
 @triton.jit
 def combine(PM, PL, PA, Out, sob, soh, HEADS: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr):
-    bh = tl.program_id(0)
-    b = bh // HEADS
+    bh = tl.program_id(0).to(tl.int64)
+    b = (bh // HEADS).to(tl.int64)  # row offsets pass 2**31 elements past ~800 rows
     h = bh % HEADS
     i = tl.arange(0, SPLITS)
     d = tl.arange(0, D)
