@@ -43,8 +43,12 @@ LEVERS = [
     ("+ next step launched before the host hands tokens out (defaults)", {}, False),
     ("+ ragged decode attention (Triton kernel, bf16 KV)", {"ragged_attention": True}, False),
     ("+ fp8 (e4m3) KV cache, a scale per token and head", {"kv_dtype": "fp8"}, False),
+    # compiling the encoder changes the model in place: these rows come last
+    ("row 6 + SAM encoder compiled (torch.compile)", {"compile_encoder": True}, False),
+    ("+ fp8 KV cache", {"compile_encoder": True, "kv_dtype": "fp8"}, False),
 ]
 FIDELITY_ROWS = (6, 8)  # greedy tokens with bf16 KV vs fp8 KV, compared page by page
+CONTROL_ROWS = (6, 7)  # bf16 KV both, cuDNN vs our kernel: rounding alone
 
 
 class HostFirstEngine(Engine):
@@ -64,7 +68,8 @@ class HostFirstEngine(Engine):
 
 
 def needs_cuda(options: dict) -> bool:
-    return any(options.get(k) for k in ("overlap_admission", "ragged_attention", "kv_dtype"))
+    return any(options.get(k) for k in ("overlap_admission", "ragged_attention", "kv_dtype", "compile_decode",
+                                        "compile_encoder"))
 
 
 def build_engine(model, options: dict, **fixed) -> Engine:
@@ -145,20 +150,22 @@ def main() -> None:
         if cuda:
             torch.cuda.empty_cache()
     if all(i in tokens for i in FIDELITY_ROWS):
-        fidelity(*(tokens[i] for i in FIDELITY_ROWS))
+        fidelity(*(tokens[i] for i in FIDELITY_ROWS), "fp8 KV")
+    if all(i in tokens for i in CONTROL_ROWS):  # how far bf16 alone moves them: another kernel, same cache
+        fidelity(*(tokens[i] for i in CONTROL_ROWS), "control, bf16 KV through our kernel")
     if args.batch1:
         batch_one(model, args)
     if args.mix:
         mixed_traffic(model, args)
 
 
-def fidelity(reference: list[list[int]], candidate: list[list[int]]) -> None:
+def fidelity(reference: list[list[int]], candidate: list[list[int]], label: str) -> None:
     """Greedy tokens of each page against the reference: the share of steps before the first difference, and
     the share of positions that agree."""
     prefix = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y))) / max(len(x), 1)
               for x, y in zip(reference, candidate)]
     same = [sum(a == b for a, b in zip(x, y)) / max(len(x), 1) for x, y in zip(reference, candidate)]
-    print(f"fp8 KV fidelity ({len(prefix)} pages, greedy vs bf16 KV): identical for the first {min(prefix):.1%} of "
+    print(f"{label} fidelity ({len(prefix)} pages, greedy vs the defaults): identical for the first {min(prefix):.1%} of "
           f"steps on the worst page (mean {sum(prefix) / len(prefix):.1%}); positions agreeing {min(same):.1%} "
           f"worst, {sum(same) / len(same):.1%} mean", flush=True)
 
@@ -170,7 +177,8 @@ def batch_one(model, args) -> None:
     print(f"batch 1: {args.batch1} Gundam pages x {args.new_tokens} tokens, one at a time", flush=True)
     base = None
     for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {}),
-                           ("pipelined, ragged attention", {"ragged_attention": True})):
+                           ("pipelined, ragged attention", {"ragged_attention": True}),
+                           ("pipelined, ragged attention, step compiled in the graph", {"compile_decode": True})):
         if needs_cuda(options) and not args.device.startswith("cuda"):
             continue
         engine = build_engine(model, options, max_batch=1, max_seq_len=seq)

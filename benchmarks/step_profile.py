@@ -64,15 +64,22 @@ def main() -> None:
     ap.add_argument("--kv-len", type=int, default=1536)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--compile", nargs="*", default=[], help="torch.compile modes to try, e.g. default")
+    ap.add_argument("--ragged", action="store_true", help="our ragged decode kernel instead of cuDNN SDPA")
+    ap.add_argument("--kv-dtype", default=None, choices=[None, "fp8"])
     args = ap.parse_args()
     model = build_model(True, "cuda", torch.bfloat16)
     vocab = model.config.decoder.vocab_size
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | kv_len {args.kv_len}", flush=True)
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | kv_len {args.kv_len} | attention "
+          f"{'ragged kernel' if args.ragged or args.kv_dtype else 'cuDNN SDPA'}, KV {args.kv_dtype or 'bf16'}", flush=True)
     with torch.inference_mode():
         for n in args.rows:
-            cache = KVCache(model.config.decoder, n, args.kv_len + 64, "cuda", torch.bfloat16, spare_slot=True)
-            cache.k.normal_()
-            cache.v.normal_()
+            cache = KVCache(model.config.decoder, n, args.kv_len + 64, "cuda", torch.bfloat16, spare_slot=True,
+                            kv_dtype=args.kv_dtype, ragged=args.ragged)
+            for t in (cache.k, cache.v):
+                t.copy_(torch.randn(t.shape, device="cuda").to(t.dtype))
+            for t in (cache.k_scale, cache.v_scale):
+                if t is not None:
+                    t.fill_(1 / 64)
             inputs = step_inputs(n, args.kv_len, vocab, "cuda")
             print(f"rows {n}:", flush=True)
             kernel_profile(model, cache, inputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pages", type=int, default=16)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--compile", action="store_true", help="then SAM compiled by torch.compile (inductor)")
     args = ap.parse_args()
     model = build_model(True, "cuda", torch.bfloat16)
     views = [preprocess_image(synthetic_page(seed=i), "gundam", spec=model.spec, normalize=False)
@@ -60,6 +62,15 @@ def main() -> None:
     print(f"  folded vs materialised: x{results[False] / results[True]:.2f} (encoder, same run)", flush=True)
     with torch.inference_mode():
         profile_kernels(lambda: encoder(big), "SAM on 16 views of 1024²")
+        if args.compile:
+            compiled = torch.compile(encoder)
+            t0 = time.perf_counter()
+            compiled(big), compiled(small)
+            torch.cuda.synchronize()
+            print(f"  SAM compiled: first calls (compiling both sizes) {time.perf_counter() - t0:.1f} s", flush=True)
+            sam_ms = (cuda_ms(lambda: compiled(big), args.iters) + tiles * cuda_ms(lambda: compiled(small), args.iters)) / 16
+            print(f"  SAM compiled: {sam_ms:.2f} ms/page", flush=True)
+            profile_kernels(lambda: compiled(big), "compiled SAM on 16 views of 1024²")
 
 
 def profile_kernels(fn, label: str, top: int = 12) -> None:

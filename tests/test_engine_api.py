@@ -119,3 +119,14 @@ def test_close_finishes_work_and_refuses_more(golden_model, expected):
     assert engine._worker is None
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit(_text_request(golden_model, TEXTS[1], 6))
+
+
+def test_gpu_only_options_are_refused_on_cpu_with_a_clear_error(golden_model, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the interpreter is the one way to run the kernel on CPU
+    for options in ({"kv_dtype": "fp8"}, {"ragged_attention": True}):
+        with pytest.raises(ValueError, match="need CUDA"):
+            Engine(golden_model, max_batch=2, max_seq_len=64, **options)
+    with pytest.raises(ValueError, match="needs CUDA"):
+        Engine(golden_model, max_batch=2, max_seq_len=64, compile_decode=True)
+    with pytest.raises(ValueError, match="must be None"):
+        Engine(golden_model, max_batch=2, max_seq_len=64, kv_dtype="int4")

@@ -6,7 +6,8 @@ the step as one captured graph removes that overhead (gpt-fast compiles the same
 
 A graph has fixed shapes and addresses, so one is captured per (rows, attention length) pair: rows are
 a power of two (batch.decode_rows) and the attention length is rounded by `bucket_kv_len`, as the eager
-`decode_step` does, so graph and eager paths see the same shapes. Inputs are copied into static
+`decode_step` does, so graph and eager paths see the same shapes. With ragged attention (a Triton kernel that
+reads each row's length from the device) the length is the cache's: one graph per row count. Inputs are copied into static
 buffers; the logits land in a static buffer outside the graph pool, so graphs share one pool and keep
 no per-graph output alive (a [256, 129280] fp32 output per graph would otherwise cost 132 MB each).
 """
@@ -31,9 +32,13 @@ class GraphCaptureError(RuntimeError):
 class DecodeGraphs:
     """Replays the batched decode step (embed -> 12 layers -> last-position head) as CUDA graphs."""
 
-    def __init__(self, model, cache: KVCache) -> None:
+    def __init__(self, model, cache: KVCache, compile_step: bool = False) -> None:
         B, device = cache.k.shape[1], model.device
         self.model, self.cache = model, cache
+        # torch.compile'd inside our graphs: inductor fuses the step's small kernels (norms, RoPE, routing), which
+        # is what batch-1 decoding waits on. Compiled once per graph shape, so only with ragged attention (one
+        # graph per row count) is that a handful of compiles.
+        self.step_fn = torch.compile(decode_step, dynamic=False) if compile_step else decode_step
         self.tokens = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.slots = torch.zeros(B, 1, dtype=torch.long, device=device)
@@ -43,13 +48,14 @@ class DecodeGraphs:
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
 
     def _forward(self, n: int, kv_len: int) -> None:
-        self.logits[:n].copy_(decode_step(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len,
-                                          self.slots[:n], self.visible[:n]))
+        self.logits[:n].copy_(self.step_fn(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len,
+                                           self.slots[:n], self.visible[:n]))
 
     def step(self, inputs: StepInputs) -> torch.Tensor:
         """One decode step -> logits [n, V] (a view of a static buffer: use before the next step)."""
         n = inputs.n
-        kv_len = bucket_kv_len(inputs.kv_len, self.cache.max_len)
+        # Ragged attention reads each row's length on the device: one graph per row count serves every length.
+        kv_len = self.cache.max_len if self.cache.ragged else bucket_kv_len(inputs.kv_len, self.cache.max_len)
         for buffer, value in ((self.tokens, inputs.tokens), (self.positions, inputs.positions),
                               (self.slots, inputs.slots), (self.visible, inputs.visible)):
             buffer[:n].copy_(value)

@@ -68,11 +68,13 @@ class Engine:
         overlap_admission: admit pages in a thread and CUDA stream of their own, beside decoding (CUDA only;
             off by default: on an H200 it measured slower than admitting between steps, see benchmarks/RESULTS.md).
         cuda_graphs: replay the decode step as CUDA graphs (default: on for CUDA in bf16/fp16).
-        kv_dtype: None (the model's dtype) or "fp8": keys and values stored as e4m3 with a scale per token and
-            head, half the memory and half the bytes a decode step reads (CUDA; off by default, see its fidelity
-            figures in benchmarks/RESULTS.md).
+        kv_dtype: None (the model's dtype) or "fp8": K/V as e4m3 with a scale per token and head, half the bytes
+            a step reads (CUDA; off by default: see its fidelity in benchmarks/RESULTS.md).
         ragged_attention: decode steps attend over each row's own length with a Triton kernel instead of SDPA
-            over the longest row's (implied by fp8; CUDA).
+            over the longest row's (implied by fp8; CUDA). Its CUDA graphs serve every length: one per row count.
+        compile_decode: the decode step compiled by torch.compile inside the CUDA graphs (implies ragged
+            attention; CUDA; a compile per row count on first use, minutes in all): for batch-1 latency.
+        compile_encoder: compile the model's SAM encoder with torch.compile (in place: the model keeps it).
         signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
             hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
     """
@@ -82,9 +84,8 @@ class Engine:
                  max_prefill_pages: int = 16, max_prefill_tokens: int = MAX_PREFILL_TOKENS,
                  overlap_admission: bool = False, cuda_graphs: bool | None = None,
                  max_prompt_len: int | None = None, signals: bool = True, kv_dtype: str | None = None,
-                 ragged_attention: bool = False) -> None:
-        self.model = model
-        self.signals = signals
+                 ragged_attention: bool = False, compile_decode: bool = False, compile_encoder: bool = False) -> None:
+        self.model, self.signals = model, signals
         d = model.config.decoder
         self.max_seq_len = max_seq_len or d.max_position_embeddings
         self.window = d.sliding_window
@@ -92,8 +93,14 @@ class Engine:
             self.row_len = self.max_seq_len
         else:  # R-SWA: a row holds the prompt and a ring of `window` generated tokens
             self.row_len = min(self.max_seq_len, (max_prompt_len or DEFAULT_ROW_LEN - self.window) + self.window)
-        if (kv_dtype or ragged_attention) and model.device.type != "cuda" and not os.environ.get("TRITON_INTERPRET"):
+        triton = model.device.type == "cuda" or os.environ.get("TRITON_INTERPRET")  # KVCache checks kv_dtype's value
+        if (kv_dtype == "fp8" or ragged_attention) and not triton:
             raise ValueError("kv_dtype='fp8' and ragged_attention run a Triton kernel: they need CUDA")
+        if compile_decode and model.device.type != "cuda":
+            raise ValueError("compile_decode compiles the step inside its CUDA graphs: it needs CUDA")
+        ragged_attention = ragged_attention or compile_decode
+        if compile_encoder:  # in place, for every user of this model: SAM's strided copies fused
+            model.model.sam_model.compile(dynamic=False)  # two view sizes: two static compiles
         self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens,
                                                      kv_dtype=kv_dtype)
         self.max_prefill_pages = max(1, max_prefill_pages)
@@ -103,7 +110,7 @@ class Engine:
         self.admission = Admission(model, self.cache, max_prefill_tokens, overlap)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
-        self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
+        self.graphs = DecodeGraphs(model, self.cache, compile_decode) if use_graphs or compile_decode else None
         self._cond = threading.Condition()
         self._waiting: deque[Pending] = deque()
         self._worker: threading.Thread | None = None
