@@ -43,9 +43,6 @@ LEVERS = [
     ("+ next step launched before the host hands tokens out (defaults)", {}, False),
     ("+ ragged decode attention (Triton kernel, bf16 KV)", {"ragged_attention": True}, False),
     ("+ fp8 (e4m3) KV cache, a scale per token and head", {"kv_dtype": "fp8"}, False),
-    # compiling the encoder changes the model in place: these rows come last
-    ("row 6 + SAM encoder compiled (torch.compile)", {"compile_encoder": True}, False),
-    ("+ fp8 KV cache", {"compile_encoder": True, "kv_dtype": "fp8"}, False),
 ]
 FIDELITY_ROWS = (6, 8)  # greedy tokens with bf16 KV vs fp8 KV, compared page by page
 CONTROL_ROWS = (6, 7)  # bf16 KV both, cuDNN vs our kernel: rounding alone
@@ -68,8 +65,7 @@ class HostFirstEngine(Engine):
 
 
 def needs_cuda(options: dict) -> bool:
-    return any(options.get(k) for k in ("overlap_admission", "ragged_attention", "kv_dtype", "compile_decode",
-                                        "compile_encoder"))
+    return any(options.get(k) for k in ("overlap_admission", "ragged_attention", "kv_dtype"))
 
 
 def build_engine(model, options: dict, **fixed) -> Engine:
@@ -177,8 +173,7 @@ def batch_one(model, args) -> None:
     print(f"batch 1: {args.batch1} Gundam pages x {args.new_tokens} tokens, one at a time", flush=True)
     base = None
     for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {}),
-                           ("pipelined, ragged attention", {"ragged_attention": True}),
-                           ("pipelined, ragged attention, step compiled in the graph", {"compile_decode": True})):
+                           ("pipelined, ragged attention", {"ragged_attention": True})):
         if needs_cuda(options) and not args.device.startswith("cuda"):
             continue
         engine = build_engine(model, options, max_batch=1, max_seq_len=seq)

@@ -30,11 +30,7 @@ class CompiledGraphs(DecodeGraphs):
 
     def __init__(self, model, cache: KVCache, mode: str) -> None:
         super().__init__(model, cache)
-        self.fn = torch.compile(decode_step, mode=mode, dynamic=False)
-
-    def _forward(self, n: int, kv_len: int) -> None:
-        self.logits[:n].copy_(self.fn(self.model, self.tokens[:n], self.positions[:n], self.cache.prefix(n), kv_len,
-                                      self.slots[:n], self.visible[:n]))
+        self.step_fn = torch.compile(decode_step, mode=mode, dynamic=False)
 
 
 def step_inputs(n: int, kv_len: int, vocab: int, device) -> StepInputs:

@@ -126,7 +126,5 @@ def test_gpu_only_options_are_refused_on_cpu_with_a_clear_error(golden_model, mo
     for options in ({"kv_dtype": "fp8"}, {"ragged_attention": True}):
         with pytest.raises(ValueError, match="need CUDA"):
             Engine(golden_model, max_batch=2, max_seq_len=64, **options)
-    with pytest.raises(ValueError, match="needs CUDA"):
-        Engine(golden_model, max_batch=2, max_seq_len=64, compile_decode=True)
     with pytest.raises(ValueError, match="must be None"):
         Engine(golden_model, max_batch=2, max_seq_len=64, kv_dtype="int4")

@@ -20,7 +20,8 @@ def attend(Q, K, V, KS, VS, Lens, Out, PM, PL, PA, sm_scale, chunk,
     start = split * chunk
     end = tl.minimum(start + chunk, length)
     d = tl.arange(0, D)
-    q = tl.load(Q + b * sqb + h * sqh + d).to(tl.float32) * sm_scale  # (D,)
+    # fp32 throughout: a caller (inductor) may hand sm_scale over as fp64, which would promote the loop's state
+    q = (tl.load(Q + b * sqb + h * sqh + d).to(tl.float32) * sm_scale).to(tl.float32)  # (D,)
     m = tl.full([1], float("-inf"), tl.float32)
     s_sum = tl.full([1], 0.0, tl.float32)
     acc = tl.full([D], 0.0, tl.float32)

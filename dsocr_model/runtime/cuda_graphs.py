@@ -32,13 +32,10 @@ class GraphCaptureError(RuntimeError):
 class DecodeGraphs:
     """Replays the batched decode step (embed -> 12 layers -> last-position head) as CUDA graphs."""
 
-    def __init__(self, model, cache: KVCache, compile_step: bool = False) -> None:
+    def __init__(self, model, cache: KVCache) -> None:
         B, device = cache.k.shape[1], model.device
         self.model, self.cache = model, cache
-        # torch.compile'd inside our graphs: inductor fuses the step's small kernels (norms, RoPE, routing), which
-        # is what batch-1 decoding waits on. Compiled once per graph shape, so only with ragged attention (one
-        # graph per row count) is that a handful of compiles.
-        self.step_fn = torch.compile(decode_step, dynamic=False) if compile_step else decode_step
+        self.step_fn = decode_step  # benchmarks/step_profile.py swaps in a torch.compile'd step
         self.tokens = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(B, 1, dtype=torch.long, device=device)
         self.slots = torch.zeros(B, 1, dtype=torch.long, device=device)

@@ -72,9 +72,6 @@ class Engine:
             a step reads (CUDA; off by default: see its fidelity in benchmarks/RESULTS.md).
         ragged_attention: decode steps attend over each row's own length with a Triton kernel instead of SDPA
             over the longest row's (implied by fp8; CUDA). Its CUDA graphs serve every length: one per row count.
-        compile_decode: the decode step compiled by torch.compile inside the CUDA graphs (implies ragged
-            attention; CUDA; a compile per row count on first use, minutes in all): for batch-1 latency.
-        compile_encoder: compile the model's SAM encoder with torch.compile (in place: the model keeps it).
         signals: keep each page's quality signals (mean and minimum log-probability of the chosen tokens, guard
             hits) on the device as it decodes; `PageOutput.signals` holds them (off: an empty dict).
     """
@@ -84,7 +81,7 @@ class Engine:
                  max_prefill_pages: int = 16, max_prefill_tokens: int = MAX_PREFILL_TOKENS,
                  overlap_admission: bool = False, cuda_graphs: bool | None = None,
                  max_prompt_len: int | None = None, signals: bool = True, kv_dtype: str | None = None,
-                 ragged_attention: bool = False, compile_decode: bool = False, compile_encoder: bool = False) -> None:
+                 ragged_attention: bool = False) -> None:
         self.model, self.signals = model, signals
         d = model.config.decoder
         self.max_seq_len = max_seq_len or d.max_position_embeddings
@@ -96,11 +93,6 @@ class Engine:
         triton = model.device.type == "cuda" or os.environ.get("TRITON_INTERPRET")  # KVCache checks kv_dtype's value
         if (kv_dtype == "fp8" or ragged_attention) and not triton:
             raise ValueError("kv_dtype='fp8' and ragged_attention run a Triton kernel: they need CUDA")
-        if compile_decode and model.device.type != "cuda":
-            raise ValueError("compile_decode compiles the step inside its CUDA graphs: it needs CUDA")
-        ragged_attention = ragged_attention or compile_decode
-        if compile_encoder:  # in place, for every user of this model: SAM's strided copies fused
-            model.model.sam_model.compile(dynamic=False)  # two view sizes: two static compiles
         self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens,
                                                      kv_dtype=kv_dtype)
         self.max_prefill_pages = max(1, max_prefill_pages)
@@ -110,7 +102,7 @@ class Engine:
         self.admission = Admission(model, self.cache, max_prefill_tokens, overlap)
         # fp32 grouped GEMMs fall back to a per-group loop on the host in torch, which cannot be captured
         use_graphs = model.device.type == "cuda" and model.dtype != torch.float32 if cuda_graphs is None else cuda_graphs
-        self.graphs = DecodeGraphs(model, self.cache, compile_decode) if use_graphs or compile_decode else None
+        self.graphs = DecodeGraphs(model, self.cache) if use_graphs else None
         self._cond = threading.Condition()
         self._waiting: deque[Pending] = deque()
         self._worker: threading.Thread | None = None
