@@ -104,3 +104,15 @@ def random_checkpoint(directory: str | Path, device: str = "cuda", family: str =
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     return directory
+
+
+def cuda_ms(fn, iters: int = 20) -> float:
+    """Milliseconds per call of fn on the GPU, event-timed after one warm-up call."""
+    fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / iters

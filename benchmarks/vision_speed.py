@@ -18,20 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.common import build_model, synthetic_page  # noqa: E402
+from benchmarks.common import build_model, cuda_ms, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
 from dsocr_model.modeling import sam  # noqa: E402
-
-
-def cuda_ms(fn, iters: int) -> float:
-    fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / iters
 
 
 def main() -> None:
