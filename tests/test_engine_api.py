@@ -107,6 +107,10 @@ def test_memory_budget_sizes_the_batch(golden_model):
     short = per_token * 16 + d.vocab_size * 4 * 4  # short rows: the logits are a large part of a row
     assert plan_max_batch(golden_model, 16, free_bytes=2 * (3 * 2**30 + 300 * short)) == 300
     assert plan_max_batch(golden_model, 8192, 0.9, free_bytes=free) > plan_max_batch(golden_model, 8192, free_bytes=free)
+    # an fp8 cache: one byte an entry and an fp32 scale per head and token, so more rows fit
+    assert kv_bytes_per_token(golden_model, "fp8") == 2 * d.num_hidden_layers * d.num_key_value_heads * (d.head_dim + 4)
+    assert plan_max_batch(golden_model, 8192, free_bytes=free, kv_dtype="fp8") > plan_max_batch(golden_model, 8192,
+                                                                                                free_bytes=free)
     with pytest.raises(MemoryError, match="no room"):
         plan_max_batch(golden_model, 8192, free_bytes=3 * 2**30)
 

@@ -15,6 +15,7 @@ import functools
 
 import torch
 
+FP8 = "fp8"  # the one KV dtype besides the model's (Engine(kv_dtype=FP8))
 FP8_MAX = 448.0  # largest finite float8_e4m3fn
 TARGET_PROGRAMS = 1024  # rows x heads x splits wanted in flight (132 SMs on an H100/H200)
 NUM_WARPS = 2  # with BLOCK below: the fastest of a sweep on an H200 (benchmarks/decode_kernel.py)

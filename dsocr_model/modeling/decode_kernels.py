@@ -12,9 +12,9 @@ import triton.language as tl
 def attend(Q, K, V, KS, VS, Lens, Out, PM, PL, PA, sm_scale, chunk,
            sqb, sqh, skb, skh, sks, ssb, ssh, sob, soh,
            HEADS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, FP8: tl.constexpr, SPLITS: tl.constexpr):
-    bh = tl.program_id(0).to(tl.int64)
+    bh = tl.program_id(0).to(tl.int64)  # 64-bit: row offsets pass 2**31 elements past ~800 rows
     split = tl.program_id(1)
-    b = (bh // HEADS).to(tl.int64)  # row offsets pass 2**31 elements past ~800 rows
+    b = bh // HEADS
     h = bh % HEADS
     length = tl.load(Lens + b)
     start = split * chunk
@@ -51,10 +51,11 @@ def attend(Q, K, V, KS, VS, Lens, Out, PM, PL, PA, sm_scale, chunk,
         tl.store(PL + part + tl.arange(0, 1), s_sum)
         tl.store(PA + part * D + d, acc)
 
+
 @triton.jit
 def combine(PM, PL, PA, Out, sob, soh, HEADS: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr):
     bh = tl.program_id(0).to(tl.int64)
-    b = (bh // HEADS).to(tl.int64)  # row offsets pass 2**31 elements past ~800 rows
+    b = bh // HEADS
     h = bh % HEADS
     i = tl.arange(0, SPLITS)
     d = tl.arange(0, D)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DecoderConfig
-from .decode_attention import decode_attention, dequantize, quantize
+from .decode_attention import FP8, decode_attention, dequantize, quantize
 from .moe import MLP, MoE
 
 
@@ -66,13 +66,13 @@ class KVCache:
 
     def __init__(self, cfg: DecoderConfig, batch: int, max_len: int, device, dtype: torch.dtype,
                  spare_slot: bool = False, kv_dtype: str | None = None, ragged: bool = False) -> None:
-        if kv_dtype not in (None, "fp8"):
-            raise ValueError(f"kv_dtype must be None (the model's dtype) or 'fp8', got {kv_dtype!r}")
+        if kv_dtype not in (None, FP8):
+            raise ValueError(f"kv_dtype must be None (the model's dtype) or {FP8!r}, got {kv_dtype!r}")
         shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len + int(spare_slot), cfg.head_dim)
-        store = torch.float8_e4m3fn if kv_dtype == "fp8" else dtype
+        fp8 = kv_dtype == FP8
+        store = torch.float8_e4m3fn if fp8 else dtype
         self.k = torch.zeros(shape, device=device, dtype=store)
         self.v = torch.zeros(shape, device=device, dtype=store)
-        fp8 = kv_dtype == "fp8"
         self.k_scale = torch.zeros(shape[:-1], device=device, dtype=torch.float32) if fp8 else None
         self.v_scale = torch.zeros(shape[:-1], device=device, dtype=torch.float32) if fp8 else None
         self.dtype = dtype  # what attention computes in

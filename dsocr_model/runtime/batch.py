@@ -175,7 +175,11 @@ class BatchState:
             return chosen.tolist
         self.host_ids[:n].copy_(chosen, non_blocking=True)
         self.copied.record()
-        return lambda: (self.copied.synchronize(), self.host_ids[:n].tolist())[1]
+
+        def wait() -> list[int]:
+            self.copied.synchronize()
+            return self.host_ids[:n].tolist()
+        return wait
 
     def emit(self, row: int, tok: int) -> None:
         """Hand a chosen id to its request; finish the request on EOS or its token limit."""

@@ -35,9 +35,11 @@ from concurrent.futures import Future
 
 import torch
 
+from ..modeling.decode_attention import FP8
 from ..modeling.decoder import KVCache
 from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
-from .batch import MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, decode_rows, fail, to_device
+from .batch import (MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, StepInputs, decode_rows, fail,
+                    to_device)
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step
 from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch
@@ -90,8 +92,8 @@ class Engine:
             self.row_len = self.max_seq_len
         else:  # R-SWA: a row holds the prompt and a ring of `window` generated tokens
             self.row_len = min(self.max_seq_len, (max_prompt_len or DEFAULT_ROW_LEN - self.window) + self.window)
-        triton = model.device.type == "cuda" or os.environ.get("TRITON_INTERPRET")  # KVCache checks kv_dtype's value
-        if (kv_dtype == "fp8" or ragged_attention) and not triton:
+        runs_triton = model.device.type == "cuda" or os.environ.get("TRITON_INTERPRET")  # KVCache checks kv_dtype
+        if (kv_dtype == FP8 or ragged_attention) and not runs_triton:
             raise ValueError("kv_dtype='fp8' and ragged_attention run a Triton kernel: they need CUDA")
         self.max_batch = max_batch or plan_max_batch(model, self.row_len, memory_fraction, max_batch_tokens,
                                                      kv_dtype=kv_dtype)
@@ -272,7 +274,7 @@ class Engine:
             for s in live:
                 state.emit(s, tokens[s])
 
-    def _step(self, state: BatchState, step) -> None:
+    def _step(self, state: BatchState, step: StepInputs) -> None:
         n = step.n
         if self.graphs is not None:
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ..modeling.decode_attention import FP8
+
 ACTIVATION_RESERVE = 3 * 2**30  # one admission group: 16 Gundam pages' vision and a 16,384-token prefill
 CPU_MAX_BATCH = 4  # one constant for every CPU surface: 4 rows of 8,192 tokens of the full model are ~4 GiB in fp32
 # Decoded tokens per second still grow past 256 rows (H200, one step at kv 1,536: 256 rows 41 µs a token,
@@ -21,7 +23,7 @@ DEFAULT_MEMORY_FRACTION = 0.5  # of the free GPU memory: leaves room for another
 def kv_bytes_per_token(model, kv_dtype: str | None = None) -> int:
     """K and V of one token; fp8: one byte an entry and an fp32 scale per head."""
     d = model.config.decoder
-    per_head = d.head_dim + 4 if kv_dtype == "fp8" else d.head_dim * model.dtype.itemsize
+    per_head = d.head_dim + 4 if kv_dtype == FP8 else d.head_dim * model.dtype.itemsize
     return 2 * d.num_hidden_layers * d.num_key_value_heads * per_head
 
 
