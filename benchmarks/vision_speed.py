@@ -1,6 +1,7 @@
-"""Vision encoder speed per page: SAM's rel-pos bias materialised (the reference's way) vs folded into q and k.
+"""Vision encoder speed per page, three ways to run SAM's rel-pos attention: the bias materialised (the reference's
+way), folded into q and k (flash SDPA), and our fused Triton kernel (sam_attention.py, the default on CUDA).
 
-    PYTHONPATH=. python3 benchmarks/vision_speed.py --pages 16
+    PYTHONPATH=. python3 benchmarks/vision_speed.py --pages 16 [--sweep] [--compile]
 
 Full-size random bf16 weights, synthetic A4 Gundam pages as uint8 views (the engine's path), encoded together
 as one admission group does; event-timed, after a warm-up, ms per page for the whole encoder (SAM, CLIP,
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=16)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="then SAM compiled by torch.compile (inductor)")
+    ap.add_argument("--sweep", action="store_true", help="then the kernel's block sizes, warps and stages")
     args = ap.parse_args()
     model = build_model(True, "cuda", torch.bfloat16)
     views = [preprocess_image(synthetic_page(seed=i), "gundam", spec=model.spec, normalize=False)
@@ -39,18 +41,34 @@ def main() -> None:
     small = torch.randn(16, 3, 640, 640, device="cuda", dtype=torch.bfloat16)
     encoder = model.model.sam_model
     results = {}
+    ways = {"materialised bias (reference)": (False, False), "folded into q/k (flash)": (False, True),
+            "fused Triton kernel": (True, True)}
+
+    def sam_per_page() -> float:
+        return (cuda_ms(lambda: encoder(big), args.iters) + tiles * cuda_ms(lambda: encoder(small), args.iters)) / 16
+
     with torch.inference_mode():
-        for fold in (False, True):
-            sam.Attention.fold = fold
+        for label, (kernel, fold) in ways.items():
+            sam.Attention.kernel, sam.Attention.fold = kernel, fold
             whole = cuda_ms(lambda: model.encode_images(views), args.iters) / args.pages
-            sam_ms = (cuda_ms(lambda: encoder(big), args.iters) + tiles * cuda_ms(lambda: encoder(small), args.iters)) / 16
-            results[fold] = whole
-            label = "folded into q/k (flash)" if fold else "materialised bias (reference)"
-            print(f"  rel-pos {label}: encoder {whole:.2f} ms/page, SAM {sam_ms:.2f} ms/page", flush=True)
-    sam.Attention.fold = True
-    print(f"  folded vs materialised: x{results[False] / results[True]:.2f} (encoder, same run)", flush=True)
+            results[label] = whole
+            print(f"  rel-pos {label}: encoder {whole:.2f} ms/page, SAM {sam_per_page():.2f} ms/page, "
+                  f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+            torch.cuda.reset_peak_memory_stats()
+            profile_kernels(lambda: encoder(big), f"SAM on 16 views of 1024², {label}", top=6)
+    first, folded, fused = results.values()
+    print(f"  encoder, same run: fused vs folded x{folded / fused:.2f}, vs materialised x{first / fused:.2f}", flush=True)
+    if args.sweep:
+        from dsocr_model.modeling import sam_attention
+
+        with torch.inference_mode():
+            for setting in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 2), (64, 8, 3)]:
+                sam_attention.BLOCK_M, sam_attention.NUM_WARPS, sam_attention.NUM_STAGES = setting
+                try:
+                    print(f"  kernel (queries, warps, stages) {setting}: SAM {sam_per_page():.2f} ms/page", flush=True)
+                except Exception as e:  # a setting may not fit in shared memory
+                    print(f"  kernel {setting}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
     with torch.inference_mode():
-        profile_kernels(lambda: encoder(big), "SAM on 16 views of 1024²")
         if args.compile:
             compiled = torch.compile(encoder)
             t0 = time.perf_counter()

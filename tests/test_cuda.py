@@ -216,6 +216,34 @@ def test_folded_sam_attention_runs_on_flash_in_bf16_like_the_materialised_bias(g
     assert (folded - exact).abs().max() < 0.05 * exact.abs().max()
 
 
+@pytest.mark.parametrize("grid,window", [(64, 14), (40, 14), (64, 0), (40, 0)])  # 1024² and 640² views' grids
+def test_rel_pos_kernel_equals_the_reference_block_in_fp32_and_is_flash_close_in_bf16(grid, window):
+    """SAM's fused rel-pos attention kernel (sam_attention.py), the default on CUDA: windows cut inside it (both
+    grids pad to a multiple of 14) and global attention, in a whole block."""
+    from dsocr_model.modeling.config import SamConfig
+    from dsocr_model.modeling.sam import Block
+
+    torch.manual_seed(0)
+    block = Block(SamConfig(window_size=window), window).cuda()  # global: the 1024² table, resized for 40
+    with torch.no_grad():
+        for t in (block.attn.rel_pos_h, block.attn.rel_pos_w, block.attn.qkv.bias):
+            t.normal_(std=0.5)
+    x = torch.randn(2, grid, grid, 768, device="cuda")
+
+    def run(kernel: bool, fold: bool = False) -> torch.Tensor:
+        block.attn.kernel, block.attn.fold = kernel, fold
+        return block(x if next(block.parameters()).dtype == torch.float32 else x.to(torch.bfloat16)).float()
+
+    with torch.inference_mode():
+        exact = run(False)  # fp32, the reference's materialised bias on windows cut by window_partition
+        torch.testing.assert_close(run(True), exact, atol=1e-4, rtol=1e-4)
+        block.to(torch.bfloat16)
+        fused, folded = run(True), run(False, fold=True)
+    err_fused, err_folded = (fused - exact).abs().mean(), (folded - exact).abs().mean()
+    assert err_fused < 1.5 * err_folded  # as close to fp32 as the folded flash path
+    assert (fused - exact).abs().max() < 0.05 * exact.abs().max()
+
+
 @pytest.mark.parametrize("rows", [1, 64])  # batch 1: the keys split in chunks, combined by a second kernel
 @pytest.mark.parametrize("fp8", [False, True])
 def test_ragged_decode_kernel_equals_sdpa_over_each_rows_slots_on_cuda(rows, fp8):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SamConfig
+from .sam_attention import rel_pos_attention, runs_on
 
 
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -68,6 +69,25 @@ def rel_pos_terms(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
     return bh.reshape(B, H * W, H), bw.reshape(B, H * W, W)
 
 
+def window_rel_pos_lookup(table: torch.Tensor, window: int, n: int) -> torch.Tensor:
+    """R[g, k] = table[g % window - k + window - 1] for grid cells g < n and window cells k -> [n, window, C]: the
+    lookup of each cell's query at its place in its window (window = n: global attention, rel_pos_lookup)."""
+    table = resize_rel_pos(table, 2 * window - 1)
+    cell, key = torch.arange(n, device=table.device) % window, torch.arange(window, device=table.device)
+    return table[cell[:, None] - key[None, :] + (window - 1)]
+
+
+def rel_pos_factors(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
+                    window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same two factors in the layout sam_attention's kernel reads, from the *unscaled* q [B, H, W, heads, C]
+    over the unpartitioned grid (any strides: the qkv projection's output, not copied out); window 0 = global.
+    -> bh [B, H, W, heads, win_h], bw [B, H, W, heads, win_w]: query (y, x) on its window's key row / column."""
+    H, W = q.shape[1], q.shape[2]
+    Rh = window_rel_pos_lookup(rel_h, window or H, H)  # (H, win_h, C)
+    Rw = window_rel_pos_lookup(rel_w, window or W, W)  # (W, win_w, C)
+    return torch.einsum("brcnd,rkd->brcnk", q, Rh), torch.einsum("brcnd,ckd->brcnk", q, Rw)
+
+
 def fold_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor,
                  hw: tuple[int, int], scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fold the rel-pos bias into q and k so attention needs no mask, and a flash kernel can run it.
@@ -89,7 +109,8 @@ def fold_rel_pos(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bh: torch.Te
 
 
 class Attention(nn.Module):
-    fold = True  # False: the reference's materialised bias (benchmarks time both)
+    kernel = True  # on CUDA with Triton: the fused kernel (sam_attention.py); else SDPA, as `fold` says
+    fold = True  # False: the reference's materialised bias (benchmarks time all three)
 
     def __init__(self, dim: int, heads: int, rel_len: int) -> None:
         super().__init__()
@@ -99,11 +120,23 @@ class Attention(nn.Module):
         self.rel_pos_h = nn.Parameter(torch.zeros(2 * rel_len - 1, dim // heads))
         self.rel_pos_w = nn.Parameter(torch.zeros(2 * rel_len - 1, dim // heads))
 
-    def forward(self, x: torch.Tensor, fold: bool | None = None) -> torch.Tensor:
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether forward runs our kernel on x: windows are then cut inside it, with no copies."""
+        return self.kernel and runs_on(x)
+
+    def forward(self, x: torch.Tensor, fold: bool | None = None, window: int = 0) -> torch.Tensor:
+        """x [B, H, W, C] -> [B, H, W, C], each token attending over its window (0: the whole grid; the kernel only,
+        SDPA paths take windows already cut); `fold` (True or False) forces an SDPA path (tests compare them)."""
         B, H, W, C = x.shape
         nh, hd = self.heads, C // self.heads
-        qkv = self.qkv(x).reshape(B, H * W, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, HW, hd)
-        q, k, v = qkv.unbind(0)
+        qkv = self.qkv(x).reshape(B, H * W, 3, nh, hd)
+        if fold is None and self.fused(x):
+            bh, bw = rel_pos_factors(qkv[:, :, 0].view(B, H, W, nh, hd), self.rel_pos_h, self.rel_pos_w, window)
+            out = rel_pos_attention(qkv, self.qkv.bias, bh, bw, (H, W), window, hd ** -0.5)
+            return self.proj(out.view(B, H, W, C))
+        if window:
+            raise ValueError("SDPA attention takes windows cut by window_partition (window=0)")
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, HW, hd) each
         bh, bw = rel_pos_terms(q.reshape(B * nh, H * W, hd), self.rel_pos_h, self.rel_pos_w, (H, W))
         bh, bw = bh.view(B, nh, H * W, H), bw.view(B, nh, H * W, W)
         if self.fold if fold is None else fold:
@@ -140,12 +173,12 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size:  # pad after norm1, as the reference does
+        if self.window_size and not self.attn.fused(x):  # pad after norm1, as the reference does
             hw = x.shape[1], x.shape[2]
             x, pad_hw = window_partition(x, self.window_size)
             x = window_unpartition(self.attn(x), self.window_size, pad_hw, hw)
         else:
-            x = self.attn(x)
+            x = self.attn(x, window=self.window_size)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -167,12 +200,22 @@ class LayerNorm2d(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """A 16x16, stride-16 conv (`proj`, as the checkpoint holds it), computed as one GEMM over the flattened patches:
+    the same sums, channels-last straight away (cuDNN runs the conv as a slow implicit GEMM for 3 input channels:
+    4.1 ms for 16 views of 1024² on an H200, benchmarks/RESULTS.md)."""
+
     def __init__(self, cfg: SamConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)  # B C H W -> B H W C
+        B, C, S, S2 = x.shape
+        p = self.proj.kernel_size[0]
+        g = S // p
+        if S % p or S2 != S:  # views are square multiples of 16; anything else as the conv does it
+            return self.proj(x).permute(0, 2, 3, 1)
+        patches = x.view(B, C, g, p, g, p).permute(0, 2, 4, 1, 3, 5).reshape(B, g, g, C * p * p)  # (c, i, j) order
+        return F.linear(patches, self.proj.weight.view(self.proj.out_channels, -1), self.proj.bias)  # (B, g, g, width)
 
 
 def resize_abs_pos(pos: torch.Tensor, side: int) -> torch.Tensor:
