@@ -22,14 +22,15 @@ import torch  # noqa: E402
 
 from benchmarks.common import PROMPT_TAIL, build_model, percentile, sync, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
-from dsocr_model.modeling import sam  # noqa: E402
+from dsocr_model.modeling import fused, sam  # noqa: E402
 from dsocr_model.runtime.batch import decode_rows  # noqa: E402
 from dsocr_model.runtime.engine import Engine, PageRequest  # noqa: E402
 
 # (name, Engine keywords, views kept as fp32) — each row adds one lever to the one above (rows 5-6: to row 2).
-# Three keywords are the benchmark's: sam_fold=False times SAM's rel-pos bias materialised as the reference does,
-# sam_kernel=False SAM's attention through SDPA rather than our fused kernel, host_first=True the decode loop as it
-# was (tokens handed out, then the next step launched).
+# Four keywords are the benchmark's: sam_fold=False times SAM's rel-pos bias materialised as the reference does,
+# sam_kernel=False SAM's attention through SDPA rather than our fused kernel, fused=False the decoder's eager
+# pieces rather than fused.py's kernels, host_first=True the decode loop as it was (tokens handed out, then the
+# next step launched).
 BEFORE = {"sam_fold": False, "sam_kernel": False, "host_first": True}
 LEVERS = [
     ("serial admission: one prompt per forward, fp32 views", {"max_prefill_tokens": 0, "overlap_admission": False,
@@ -45,6 +46,7 @@ LEVERS = [
     ("+ ragged decode attention (Triton kernel, bf16 KV)", {"ragged_attention": True}, False),
     ("+ fp8 (e4m3) KV cache, a scale per token and head", {"kv_dtype": "fp8"}, False),
     ("row 6 with SAM's attention as folded SDPA (the default before the fused kernel)", {"sam_kernel": False}, False),
+    ("row 6 with the decoder's eager norm, RoPE and MoE (before fused.py)", {"fused": False}, False),
 ]
 FIDELITY_ROWS = (6, 8)  # greedy tokens with bf16 KV vs fp8 KV, compared page by page
 CONTROL_ROWS = (6, 7)  # bf16 KV both, cuDNN vs our kernel: rounding alone
@@ -75,6 +77,7 @@ def build_engine(model, options: dict, **fixed) -> Engine:
     sys.setswitchinterval(options.pop("switch_interval", 5e-3))  # Python's default is 5 ms
     sam.Attention.fold = options.pop("sam_fold", True)
     sam.Attention.kernel = options.pop("sam_kernel", True)
+    fused.ENABLED = options.pop("fused", True)
     engine_class = HostFirstEngine if options.pop("host_first", False) else Engine
     return engine_class(model, **fixed, **options)
 
@@ -170,13 +173,14 @@ def fidelity(reference: list[list[int]], candidate: list[list[int]], label: str)
 
 
 def batch_one(model, args) -> None:
-    """One page at a time (max_batch=1), the decode loop before and after the pipelining, with CUDA graphs."""
+    """One page at a time (max_batch=1), with CUDA graphs: the decoder's eager pieces, then fused.py's kernels."""
     requests = [page_request(model, "gundam", args.new_tokens, False)] * args.batch1
     seq = len(requests[0].input_ids) + args.new_tokens
     print(f"batch 1: {args.batch1} Gundam pages x {args.new_tokens} tokens, one at a time", flush=True)
     base = None
-    for label, options in (("host work between steps", {"host_first": True}), ("pipelined (default)", {}),
-                           ("pipelined, ragged attention", {"ragged_attention": True})):
+    for label, options in (("pipelined, the decoder's eager pieces", {"fused": False}),
+                           ("pipelined, fused norm/RoPE/MoE kernels (default)", {}),
+                           ("pipelined, fused, ragged attention", {"ragged_attention": True})):
         if needs_cuda(options) and not args.device.startswith("cuda"):
             continue
         engine = build_engine(model, options, max_batch=1, max_seq_len=seq)

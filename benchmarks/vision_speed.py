@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import build_model, cuda_ms, synthetic_page  # noqa: E402
 from dsocr_model import preprocess_image  # noqa: E402
-from dsocr_model.modeling import sam  # noqa: E402
+from dsocr_model.modeling import sam, vision  # noqa: E402
 
 
 def main() -> None:
@@ -56,6 +56,18 @@ def main() -> None:
                   f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
             torch.cuda.reset_peak_memory_stats()
             profile_kernels(lambda: encoder(big), f"SAM on 16 views of 1024², {label}", top=6)
+    with torch.inference_mode():  # the rest of the encoder, with the defaults
+        sam_big, sam_small = encoder(big), encoder(small)
+        clip = model.model.vision_model
+        clip_ms = (cuda_ms(lambda: clip(sam_big), args.iters)
+                   + tiles * cuda_ms(lambda: clip(sam_small), args.iters)) / 16
+        print(f"  CLIP alone: {clip_ms:.2f} ms/page", flush=True)
+        for chunk in (16, 32, 64):  # views per SAM/CLIP forward (vision.MAX_VIEWS_PER_BATCH)
+            torch.cuda.reset_peak_memory_stats()
+            ms = cuda_ms(lambda: vision.encode_images(model.model, views, chunk), args.iters) / args.pages
+            print(f"  encoder, {chunk} views per forward: {ms:.2f} ms/page, peak "
+                  f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+        profile_kernels(lambda: model.encode_images(views), f"the whole encoder, {args.pages} pages", top=15)
     first, folded, fused = results.values()
     print(f"  encoder, same run: fused vs folded x{folded / fused:.2f}, vs materialised x{first / fused:.2f}", flush=True)
     if args.sweep:

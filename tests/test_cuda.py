@@ -306,3 +306,35 @@ def test_engine_with_fp8_kv_and_cuda_graphs_in_bf16():
     eager = Engine(model, max_batch=4, max_seq_len=1024, kv_dtype="fp8", cuda_graphs=False).generate(reqs)
     assert [o.token_ids for o in outs] == [o.token_ids for o in eager]
 
+
+
+def test_fused_decoder_kernels_keep_eagers_bf16_roundings(monkeypatch):
+    """fused.py on the GPU, in bf16: RoPE bit for bit, the residual sum bit for bit, the norm and the few-token MoE
+    within a bf16 step of eager (fp32 sums in another order)."""
+    from dsocr_model.modeling import fused
+    from dsocr_model.modeling.config import DecoderConfig
+    from dsocr_model.modeling.decoder import RMSNorm, rope_cos_sin, rotate_heads
+    from dsocr_model.modeling.moe import MoE
+
+    torch.manual_seed(0)
+    bf16 = dict(device="cuda", dtype=torch.bfloat16)
+    norm = RMSNorm(1280, 1e-6).to(**bf16)
+    moe = MoE(DecoderConfig()).to(**bf16)  # the full-size layer: 64 experts, top 6, two shared
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, r = torch.randn(4, 1, 1280, **bf16), torch.randn(4, 1, 1280, **bf16)
+    heads = torch.randn(4, 1, 10, 128, **bf16)
+    cos, sin = rope_cos_sin(torch.tensor([[5], [900], [1500], [3000]], device="cuda"), 128, 1e4, torch.bfloat16)
+
+    def run():
+        return norm.add_forward(x, r), rotate_heads(heads, cos, sin), moe(x[:1]), moe(x[:2])
+
+    with torch.inference_mode():
+        (y_f, sum_f), rope_f, moe1_f, moe2_f = run()
+        monkeypatch.setattr(fused, "ENABLED", False)
+        (y_e, sum_e), rope_e, moe1_e, moe2_e = run()
+    assert torch.equal(rope_f, rope_e) and torch.equal(sum_f, sum_e)
+    for got, want in ((y_f, y_e), (moe1_f, moe1_e), (moe2_f, moe2_e)):
+        step = want.float().abs().clamp(min=1e-2) * 2.0 ** -7
+        assert ((got.float() - want.float()).abs() <= 2 * step).all()
+        assert (got == want).float().mean() > 0.9  # mostly bit-equal

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .config import DecoderConfig
 from .decode_attention import FP8, decode_attention, dequantize, quantize
 from .moe import MLP, MoE
@@ -27,9 +28,18 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.enabled(x) and x.dtype == self.weight.dtype:
+            return fused.add_rms_norm(x, None, self.weight, self.eps)[0]
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)  # normalise in fp32, scale in the input dtype
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual): one kernel on CUDA."""
+        if fused.enabled(x) and x.dtype == self.weight.dtype == residual.dtype:
+            return fused.add_rms_norm(x, residual, self.weight, self.eps)
+        x = x + residual
+        return self(x), x
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +53,13 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: to
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # rotate-half (NeoX) layout
+
+
+def rotate_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, T, H, hd] (a projection's output) -> RoPE'd [B, H, T, hd]; one kernel on CUDA."""
+    if fused.enabled(x):
+        return fused.rope(x, cos, sin).transpose(1, 2)
+    return apply_rope(x.transpose(1, 2), cos, sin)
 
 
 @dataclass
@@ -175,10 +192,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, layer: int,
                 cache: KVCache | None, slots: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
-        q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        q = rotate_heads(self.q_proj(x).view(B, T, self.heads, self.head_dim), cos, sin)  # (B, H, T, hd)
+        k = rotate_heads(self.k_proj(x).view(B, T, self.heads, self.head_dim), cos, sin)
         v = self.v_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             cache.update(layer, slots, k, v)
         if mask is None:  # fresh sequences (no cache, or a prefill into empty rows): causal over their own keys
@@ -201,5 +217,6 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, cache, slots, mask) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, self.index, cache, slots, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.self_attn(self.input_layernorm(x), cos, sin, self.index, cache, slots, mask)
+        h, x = self.post_attention_layernorm.add_forward(h, x)  # the residual add and the norm, one kernel on CUDA
+        return x + self.mlp(h)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .config import DecoderConfig
 
 GATHER_MAX_ASSIGNMENTS = 16  # below this many (token, expert) pairs, gather weights instead
@@ -93,10 +94,15 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, D)
-        weight, idx = route(x, self.gate.weight, self.top_k, self.scale)
-        run = gathered_experts if idx.numel() <= GATHER_MAX_ASSIGNMENTS else grouped_experts
-        y = (run(x, idx, self.experts.gate_up_proj, self.experts.down_proj).float() * weight.unsqueeze(-1)).sum(dim=1)
-        y = y.to(x.dtype)
+        few = x.shape[0] * self.top_k <= GATHER_MAX_ASSIGNMENTS
+        if few and fused.enabled(x):  # batch-1 decode on CUDA: routing and experts in three kernels
+            weight, idx = fused.route(x, self.gate.weight, self.top_k, self.scale)
+            y = fused.few_token_experts(x, weight, idx, self.experts.gate_up_proj, self.experts.down_proj)
+        else:
+            weight, idx = route(x, self.gate.weight, self.top_k, self.scale)
+            run = gathered_experts if few else grouped_experts
+            y = (run(x, idx, self.experts.gate_up_proj, self.experts.down_proj).float()
+                 * weight.unsqueeze(-1)).sum(dim=1).to(x.dtype)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y.view(shape)

@@ -81,10 +81,13 @@ def rel_pos_factors(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
                     window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The same two factors in the layout sam_attention's kernel reads, from the *unscaled* q [B, H, W, heads, C]
     over the unpartitioned grid (any strides: the qkv projection's output, not copied out); window 0 = global.
-    -> bh [B, H, W, heads, win_h], bw [B, H, W, heads, win_w]: query (y, x) on its window's key row / column."""
+    -> bh [B, H, W, heads, >= win_h], bw [B, H, W, heads, >= win_w]: query (y, x) on its window's key row / column
+    (window cells past `win` are zero padding)."""
     H, W = q.shape[1], q.shape[2]
-    Rh = window_rel_pos_lookup(rel_h, window or H, H)  # (H, win_h, C)
-    Rw = window_rel_pos_lookup(rel_w, window or W, W)  # (W, win_w, C)
+    # window cells padded to a multiple of 8 (zero rows, never read): a 14-wide GEMM output ran on a slow
+    # unaligned kernel (H200 profile); the kernel reads columns < win only
+    Rh, Rw = (F.pad(window_rel_pos_lookup(t, window or n, n), (0, 0, 0, -(window or n) % 8))
+              for t, n in ((rel_h, H), (rel_w, W)))  # (H, win_h+, C), (W, win_w+, C)
     return torch.einsum("brcnd,rkd->brcnk", q, Rh), torch.einsum("brcnd,ckd->brcnk", q, Rw)
 
 

@@ -10,9 +10,10 @@ for the out projection: no permute, no concatenation, head dim 64. Triton is imp
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import torch
+
+from .fused import triton_installed
 
 BLOCK_M, NUM_WARPS, NUM_STAGES = 64, 4, 3  # queries per program (benchmarks/vision_speed.py --sweep)
 
@@ -22,11 +23,6 @@ def _kernel():
     from . import sam_kernels  # Triton, on first use
 
     return sam_kernels.attend
-
-
-@functools.cache
-def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def runs_on(x: torch.Tensor) -> bool:
@@ -41,8 +37,8 @@ def rel_pos_attention(qkv: torch.Tensor, qkv_bias: torch.Tensor, bh: torch.Tenso
 
     qkv [B, H*W, 3, heads, hd] with each head's hd contiguous (the qkv Linear's output over the *unpartitioned*
     grid, reshaped); qkv_bias [3 * heads * hd]: a window cell past the grid's edge is padding, whose key and value
-    are that bias (SAM pads the normalised input with zeros before the projection). bh [B, H, W, heads, win] and
-    bw [B, H, W, heads, win] (any strides, `rel_pos_factors`): the bias of the query at (y, x) on the key in row kr,
+    are that bias (SAM pads the normalised input with zeros before the projection). bh [B, H, W, heads, >= win]
+    and bw [B, H, W, heads, >= win] (any strides, `rel_pos_factors`; entries past win are not read): the bias of the query at (y, x) on the key in row kr,
     column kc of its window. -> [B, H*W, heads * hd] in qkv's dtype, for the out projection. fp32 inputs are
     multiplied in full fp32 (no TF32), so tests can compare against SDPA exactly; bf16 as flash attention does it.
     """
@@ -51,7 +47,8 @@ def rel_pos_attention(qkv: torch.Tensor, qkv_bias: torch.Tensor, bh: torch.Tenso
     win_h, win_w = (window, window) if window else (H, W)
     if three != 3 or N != H * W or qkv.stride(4) != 1 or qkv.stride(3) != hd:
         raise ValueError(f"qkv must be [B, {H * W}, 3, heads, hd] with contiguous heads, got {tuple(qkv.shape)}")
-    if bh.shape != (B, H, W, heads, win_h) or bw.shape != (B, H, W, heads, win_w):
+    if bh.shape[:-1] != (B, H, W, heads) or bw.shape[:-1] != (B, H, W, heads) or bh.shape[-1] < win_h \
+            or bw.shape[-1] < win_w:
         raise ValueError(f"bias factors {tuple(bh.shape)}, {tuple(bw.shape)} do not match a {H}x{W} grid's "
                          f"{win_h}x{win_w} windows")
     bm, warps, stages = block or (BLOCK_M, NUM_WARPS, NUM_STAGES)

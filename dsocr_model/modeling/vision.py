@@ -85,13 +85,17 @@ def upload(views: list[torch.Tensor], device: torch.device, dtype: torch.dtype) 
     return normalize_pixels(pixels.to(device, non_blocking=True)).to(dtype)
 
 
-def encode_images(model, images: list[ImageViews], max_views_per_batch: int = 16) -> list[torch.Tensor]:
+MAX_VIEWS_PER_BATCH = 32  # views per SAM/CLIP forward: CLIP's small GEMMs are launch-bound at 16 (H200)
+
+
+def encode_images(model, images: list[ImageViews], max_views_per_batch: int | None = None) -> list[torch.Tensor]:
     """All views of all images, batched by size through SAM/CLIP/projector, then laid out per image.
 
     `model` is the `model.` backbone: its `encode_views` turns square views into tokens, and it holds the
     projector, `view_seperator` and (grid layout) `image_newline`. Returns one [num_image_tokens, hidden]
     tensor per image, in order.
     """
+    max_views_per_batch = max_views_per_batch or MAX_VIEWS_PER_BATCH
     dtype = model.projector.layers.weight.dtype
     device = model.projector.layers.weight.device
     # (image index, kind, tensor) grouped by spatial size so each batch has one shape.

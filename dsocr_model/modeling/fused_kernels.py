@@ -1,0 +1,123 @@
+"""The Triton kernels behind fused.py (imported on first use: Triton is a CUDA-side dependency).
+
+Each kernel does in one launch what the decoder's eager code does in several, with the same roundings: a
+value the eager code holds in bf16 is rounded to bf16 here too (`.to(OUT)`), so only the order of fp32 sums differs.
+Shapes and strides are documented in fused.py.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def add_rms_norm(X, R, W, Y, Sum, eps, D: tl.constexpr, BLOCK: tl.constexpr, HAS_RES: tl.constexpr):
+    """One row: Sum = X + R (rounded), Y = W * (Sum / rms(Sum)) as RMSNorm rounds it (normalised in fp32, cast,
+    then scaled in the input dtype)."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    ok = cols < D
+    x = tl.load(X + row * D + cols, mask=ok, other=0.0)
+    if HAS_RES:  # the sum rounded as eager's bf16 add
+        x = (x.to(tl.float32) + tl.load(R + row * D + cols, mask=ok, other=0.0).to(tl.float32)).to(X.dtype.element_ty)
+        tl.store(Sum + row * D + cols, x, mask=ok)
+    xf = x.to(tl.float32)
+    h = (xf * tl.rsqrt(tl.sum(xf * xf, axis=0) / D + eps)).to(X.dtype.element_ty)
+    y = h.to(tl.float32) * tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
+    tl.store(Y + row * D + cols, y.to(Y.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def rope(X, Cos, Sin, Out, T, s_xb, s_xt, s_cb, s_ct, HEADS: tl.constexpr, HALF: tl.constexpr):
+    """One (token, head) of q or k [B, T, heads, hd] (any token strides): x * cos + rotate_half(x) * sin, each product
+    and the sum rounded as eager bf16 does -> Out [B, T, heads, hd], contiguous."""
+    bt = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    b, t = bt // T, bt % T
+    i = tl.arange(0, HALF)
+    src = X + b * s_xb + t * s_xt + h * 2 * HALF
+    dst = Out + (bt * HEADS + h) * 2 * HALF
+    cs, sn = Cos + b * s_cb + t * s_ct, Sin + b * s_cb + t * s_ct
+    x1, x2 = tl.load(src + i).to(tl.float32), tl.load(src + HALF + i).to(tl.float32)
+    dt = Out.dtype.element_ty
+    y1 = ((x1 * tl.load(cs + i).to(tl.float32)).to(dt).to(tl.float32)
+          + (-x2 * tl.load(sn + i).to(tl.float32)).to(dt).to(tl.float32))
+    y2 = ((x2 * tl.load(cs + HALF + i).to(tl.float32)).to(dt).to(tl.float32)
+          + (x1 * tl.load(sn + HALF + i).to(tl.float32)).to(dt).to(tl.float32))
+    tl.store(dst + i, y1.to(dt))
+    tl.store(dst + HALF + i, y2.to(dt))
+
+
+@triton.jit
+def route(X, G, Weight, Idx, scale, E: tl.constexpr, D: tl.constexpr, TOP_K: tl.constexpr, E_BLOCK: tl.constexpr,
+          BLOCK_D: tl.constexpr):
+    """One token: fp32 router logits over E experts, softmax, the top k (largest first, lowest id on ties)."""
+    t = tl.program_id(0).to(tl.int64)
+    e = tl.arange(0, E_BLOCK)
+    e_ok = e < E
+    acc = tl.zeros([E_BLOCK], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        x = tl.load(X + t * D + d, mask=d_ok, other=0.0).to(tl.float32)
+        g = tl.load(G + e[:, None] * D + d[None, :], mask=e_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+        acc += tl.sum(g * x[None, :], axis=1)
+    acc = tl.where(e_ok, acc, float("-inf"))
+    p = tl.exp(acc - tl.max(acc, axis=0))
+    p = p / tl.sum(p, axis=0)
+    for j in tl.static_range(TOP_K):
+        best = tl.max(p, axis=0)
+        pick = tl.min(tl.where(p == best, e, E_BLOCK), axis=0)
+        tl.store(Weight + t * TOP_K + j, best * scale)
+        tl.store(Idx + t * TOP_K + j, pick.to(tl.int64))
+        p = tl.where(e == pick, -1.0, p)
+
+
+@triton.jit
+def expert_up(X, Idx, W13, H, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
+              BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One (token, expert) assignment, BLOCK_I hidden units: silu(x . gate) * (x . up), each rounded as eager.
+    W13 [E, 2I, D] holds each expert's gate rows, then its up rows."""
+    a = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_ok = i < I
+    e = tl.load(Idx + a)
+    x_row = X + (a // TOP_K) * D
+    w = W13 + e * (2 * I * D)
+    acc_g = tl.zeros([BLOCK_I], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_I], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        d = d0 + tl.arange(0, BLOCK_D)
+        d_ok = d < D
+        both = i_ok[:, None] & d_ok[None, :]
+        x = tl.load(x_row + d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
+        acc_g += tl.sum(tl.load(w + i[:, None] * D + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
+        acc_u += tl.sum(tl.load(w + (I + i[:, None]) * D + d[None, :], mask=both, other=0.0).to(tl.float32) * x,
+                        axis=1)
+    dt = H.dtype.element_ty
+    g = acc_g.to(dt).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+    tl.store(H + a * I + i, (act * acc_u.to(dt).to(tl.float32)).to(dt), mask=i_ok)
+
+
+@triton.jit
+def expert_down(Hid, Idx, Weight, W2, Y, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
+                BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+    """One token, BLOCK_O output channels: the sum over its k experts of weight * (h . down), each expert's output
+    rounded as eager's, the weighted sum in fp32, then cast. W2 [E, D, I]."""
+    t = tl.program_id(0).to(tl.int64)
+    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = o < D
+    total = tl.zeros([BLOCK_O], dtype=tl.float32)
+    dt = Hid.dtype.element_ty
+    for j in tl.static_range(TOP_K):
+        a = t * TOP_K + j
+        e = tl.load(Idx + a)
+        w = W2 + e * (D * I)
+        acc = tl.zeros([BLOCK_O], dtype=tl.float32)
+        for i0 in range(0, I, BLOCK_I):
+            i = i0 + tl.arange(0, BLOCK_I)
+            i_ok = i < I
+            h = tl.load(Hid + a * I + i, mask=i_ok, other=0.0).to(tl.float32)[None, :]
+            wt = tl.load(w + o[:, None] * I + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
+            acc += tl.sum(wt.to(tl.float32) * h, axis=1)
+        total += acc.to(dt).to(tl.float32) * tl.load(Weight + a)
+    tl.store(Y + t * D + o, total.to(Y.dtype.element_ty), mask=o_ok)
