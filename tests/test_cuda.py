@@ -91,11 +91,12 @@ def test_engine_on_cuda_fp32_equals_simple_path(cuda_model):
 
 def test_memory_budget_on_cuda(cuda_model):
     from dsocr_model.runtime.engine import Engine
+    from dsocr_model.runtime.memory import MAX_BATCH_CAP
 
     free, _ = torch.cuda.mem_get_info()
     engine = Engine(cuda_model, max_seq_len=4096, memory_fraction=0.05)
     per_slot = engine.cache.k[:, 0].numel() * 2 * 4
-    assert 1 <= engine.max_batch <= 256 and engine.max_batch * per_slot <= free * 0.05
+    assert 1 <= engine.max_batch <= MAX_BATCH_CAP and engine.max_batch * per_slot <= free * 0.05
 
 
 def test_pipeline_on_cuda_end_to_end():
@@ -309,8 +310,8 @@ def test_engine_with_fp8_kv_and_cuda_graphs_in_bf16():
 
 
 def test_fused_decoder_kernels_keep_eagers_bf16_roundings(monkeypatch):
-    """fused.py on the GPU, in bf16: RoPE bit for bit, the residual sum bit for bit, the norm and the few-token MoE
-    within a bf16 step of eager (fp32 sums in another order)."""
+    """fused.py on the GPU, in bf16: RoPE bit for bit, the residual sum bit for bit, the norm within a bf16 step of
+    eager (fp32 sums in another order), the few-token MoE as close to its fp32 result as eager's is."""
     from dsocr_model.modeling import fused
     from dsocr_model.modeling.config import DecoderConfig
     from dsocr_model.modeling.decoder import RMSNorm, rope_cos_sin, rotate_heads
@@ -333,8 +334,12 @@ def test_fused_decoder_kernels_keep_eagers_bf16_roundings(monkeypatch):
         (y_f, sum_f), rope_f, moe1_f, moe2_f = run()
         monkeypatch.setattr(fused, "ENABLED", False)
         (y_e, sum_e), rope_e, moe1_e, moe2_e = run()
-    assert torch.equal(rope_f, rope_e) and torch.equal(sum_f, sum_e)
-    for got, want in ((y_f, y_e), (moe1_f, moe1_e), (moe2_f, moe2_e)):
-        step = want.float().abs().clamp(min=1e-2) * 2.0 ** -7
-        assert ((got.float() - want.float()).abs() <= 2 * step).all()
-        assert (got == want).float().mean() > 0.9  # mostly bit-equal
+        exact = moe.float()(x[:2].float())  # fused is off: eager fp32
+    assert torch.equal(rope_f, rope_e), (rope_f.float() - rope_e.float()).abs().max()
+    assert torch.equal(sum_f, sum_e), (sum_f.float() - sum_e.float()).abs().max()
+    step = y_e.float().abs().clamp(min=1e-2) * 2.0 ** -7
+    assert ((y_f.float() - y_e.float()).abs() <= 2 * step).all() and (y_f == y_e).float().mean() > 0.9
+    for got, want in ((moe1_f, moe1_e), (moe2_f, moe2_e)):
+        n = got.shape[0]
+        err_fused, err_eager = ((t.float() - exact[:n]).abs().mean() for t in (got, want))
+        assert err_fused < 1.5 * err_eager, (err_fused, err_eager)

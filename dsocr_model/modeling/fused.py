@@ -74,16 +74,19 @@ def route(x: torch.Tensor, gate_weight: torch.Tensor, top_k: int, scale: float) 
 def few_token_experts(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, w13: torch.Tensor,
                       w2: torch.Tensor) -> torch.Tensor:
     """x [T, D], routing weights/ids [T, k], stacked experts w13 [E, 2I, D], w2 [E, D, I] -> the weighted sum of
-    each token's k experts [T, D] in x's dtype (moe.gathered_experts, weighted, without copying the weights)."""
+    each token's k experts [T, D] in x's dtype (moe.gathered_experts, weighted, without copying the weights): up and
+    activation per assignment, down per assignment, then the sum over k."""
     T, k = idx.shape
     D, I = x.shape[1], w2.shape[2]
     kernels = _kernels()
     hidden = torch.empty(T * k, I, device=x.device, dtype=x.dtype)
-    kernels.expert_up[(T * k, -(-I // 32))](x.contiguous(), idx, w13, hidden, D=D, I=I, TOP_K=k, BLOCK_I=32,
+    kernels.expert_up[(T * k, -(-I // 16))](x.contiguous(), idx, w13, hidden, D=D, I=I, TOP_K=k, BLOCK_I=16,
                                             BLOCK_D=128, num_warps=4)
+    part = torch.empty(T * k, D, device=x.device, dtype=torch.float32)
+    kernels.expert_down[(T * k, -(-D // 32))](hidden, idx, weight, w2, part, D=D, I=I, BLOCK_O=32, BLOCK_I=128,
+                                              num_warps=4)
     y = torch.empty(T, D, device=x.device, dtype=x.dtype)
-    kernels.expert_down[(T, -(-D // 16))](hidden, idx, weight, w2, y, D=D, I=I, TOP_K=k, BLOCK_O=16, BLOCK_I=128,
-                                          num_warps=4)
+    kernels.combine_experts[(T, -(-D // 256))](part, y, D=D, TOP_K=k, BLOCK=256, num_warps=4)
     return y
 
 

@@ -99,25 +99,33 @@ def expert_up(X, Idx, W13, H, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.conste
 
 
 @triton.jit
-def expert_down(Hid, Idx, Weight, W2, Y, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
-                BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
-    """One token, BLOCK_O output channels: the sum over its k experts of weight * (h . down), each expert's output
-    rounded as eager's, the weighted sum in fp32, then cast. W2 [E, D, I]."""
-    t = tl.program_id(0).to(tl.int64)
+def expert_down(Hid, Idx, Weight, W2, Part, D: tl.constexpr, I: tl.constexpr, BLOCK_O: tl.constexpr,
+                BLOCK_I: tl.constexpr):
+    """One (token, expert) assignment, BLOCK_O output channels: weight * (h . down) into fp32 Part [T*k, D], the
+    expert's output rounded as eager's first. W2 [E, D, I]. One program per assignment spreads a token's k experts
+    over the GPU (a program per token looping over them was latency-bound at batch 1)."""
+    a = tl.program_id(0).to(tl.int64)
     o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
     o_ok = o < D
-    total = tl.zeros([BLOCK_O], dtype=tl.float32)
-    dt = Hid.dtype.element_ty
+    w = W2 + tl.load(Idx + a) * (D * I)
+    acc = tl.zeros([BLOCK_O], dtype=tl.float32)
+    for i0 in range(0, I, BLOCK_I):
+        i = i0 + tl.arange(0, BLOCK_I)
+        i_ok = i < I
+        h = tl.load(Hid + a * I + i, mask=i_ok, other=0.0).to(tl.float32)[None, :]
+        wt = tl.load(w + o[:, None] * I + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
+        acc += tl.sum(wt.to(tl.float32) * h, axis=1)
+    part = acc.to(Hid.dtype.element_ty).to(tl.float32) * tl.load(Weight + a)
+    tl.store(Part + a * D + o, part, mask=o_ok)
+
+
+@triton.jit
+def combine_experts(Part, Y, D: tl.constexpr, TOP_K: tl.constexpr, BLOCK: tl.constexpr):
+    """One token: the sum of its k weighted expert outputs, in fp32 and in order, cast to Y's dtype."""
+    t = tl.program_id(0).to(tl.int64)
+    o = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    o_ok = o < D
+    total = tl.zeros([BLOCK], dtype=tl.float32)
     for j in tl.static_range(TOP_K):
-        a = t * TOP_K + j
-        e = tl.load(Idx + a)
-        w = W2 + e * (D * I)
-        acc = tl.zeros([BLOCK_O], dtype=tl.float32)
-        for i0 in range(0, I, BLOCK_I):
-            i = i0 + tl.arange(0, BLOCK_I)
-            i_ok = i < I
-            h = tl.load(Hid + a * I + i, mask=i_ok, other=0.0).to(tl.float32)[None, :]
-            wt = tl.load(w + o[:, None] * I + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
-            acc += tl.sum(wt.to(tl.float32) * h, axis=1)
-        total += acc.to(dt).to(tl.float32) * tl.load(Weight + a)
+        total += tl.load(Part + (t * TOP_K + j) * D + o, mask=o_ok, other=0.0)
     tl.store(Y + t * D + o, total.to(Y.dtype.element_ty), mask=o_ok)

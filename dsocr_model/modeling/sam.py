@@ -2,8 +2,9 @@
 
 Follows segment-anything `modeling/image_encoder.py` (ViTDet-style windowing, MViTv2 decomposed
 relative positions) as used by DeepSeek-OCR `deepencoder/sam_vary_sdpa.py`, with these DeepSeek
-details (ARCHITECTURE.md §3.1): attention through SDPA with the rel-pos bias added to the scores (the
-reference passes it as `attn_mask`; we fold it into q and k, `fold_rel_pos`, so a flash kernel runs it),
+details (ARCHITECTURE.md §3.1): attention with the rel-pos bias added to the scores (the reference passes
+it to SDPA as `attn_mask`; on CUDA our kernel adds it inside its softmax loop and cuts the windows itself,
+sam_attention.py; elsewhere we fold it into q and k, `fold_rel_pos`, so SDPA needs no mask),
 bicubic+antialias resizing of `pos_embed` for inputs other than 1024², and `net_2`/`net_3` stride-2
 convs after the neck. Tokens stay channels-last [B, H, W, C] inside the trunk.
 """
