@@ -1,6 +1,7 @@
 """Where one decode step's time goes, and whether compiling it pays: full-size random weights, one H200.
 
     PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 256 --kv-len 1536 --compile default
+    PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 --sweep-moe   # launch settings of fused.py's MoE kernels
 
 For each row count: the eager step's CUDA kernels (count, summed GPU time, the costliest), the step replayed as
 our CUDA graph, and (with --compile MODE) the same step compiled by torch.compile (inductor, MODE) and captured
@@ -19,6 +20,7 @@ import torch  # noqa: E402
 
 from benchmarks.common import build_model  # noqa: E402
 from benchmarks.vision_speed import profile_kernels  # noqa: E402
+from dsocr_model.modeling import fused  # noqa: E402
 from dsocr_model.modeling.decoder import KVCache  # noqa: E402
 from dsocr_model.runtime.batch import StepInputs  # noqa: E402
 from dsocr_model.runtime.cuda_graphs import DecodeGraphs  # noqa: E402
@@ -62,6 +64,7 @@ def main() -> None:
     ap.add_argument("--compile", nargs="*", default=[], help="torch.compile modes to try, e.g. default")
     ap.add_argument("--ragged", action="store_true", help="our ragged decode kernel instead of cuDNN SDPA")
     ap.add_argument("--kv-dtype", default=None, choices=[None, "fp8"])
+    ap.add_argument("--sweep-moe", action="store_true", help="then fused.py's MoE launch settings, one at a time")
     args = ap.parse_args()
     model = build_model(True, "cuda", torch.bfloat16)
     vocab = model.config.decoder.vocab_size
@@ -87,8 +90,31 @@ def main() -> None:
                     print(f"  compiled ({mode}) in our graph: {ms:.3f} ms/step = {n / ms * 1e3:,.0f} tok/s", flush=True)
                 except Exception as e:  # report and go on: this is an experiment
                     print(f"  compiled ({mode}): failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            if args.sweep_moe:
+                sweep_moe(model, cache, inputs, args.iters)
             del cache
             torch.cuda.empty_cache()
+
+
+MOE_SETTINGS = {  # each varied alone from fused.py's values
+    "ROUTE": [(64, 128, 4), (64, 256, 4), (64, 256, 8), (64, 512, 8)],
+    "EXPERT_UP": [(32, 128, 4), (8, 128, 4), (16, 256, 4), (16, 64, 2), (32, 256, 8)],
+    "EXPERT_DOWN": [(16, 128, 4), (64, 128, 4), (32, 256, 4), (32, 64, 2), (64, 256, 8)],
+}
+
+
+def sweep_moe(model, cache: KVCache, inputs: StepInputs, iters: int) -> None:
+    """The step as a graph with each of fused.py's MoE kernel settings changed in turn (the others as shipped)."""
+    for name, settings in MOE_SETTINGS.items():
+        shipped = getattr(fused, name)
+        for setting in settings:
+            setattr(fused, name, setting)
+            try:
+                ms = timed_replays(DecodeGraphs(model, cache), inputs, iters)
+                print(f"  fused.{name} = {setting}: {ms:.3f} ms/step (shipped {shipped})", flush=True)
+            except Exception as e:  # a setting may not compile or fit
+                print(f"  fused.{name} = {setting}: failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
+        setattr(fused, name, shipped)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ import importlib.util
 import torch
 
 ENABLED = True  # benchmarks switch it off to time the eager pieces
+# Launch settings of the few-token MoE kernels, (block, block, warps); the values first run on an H200 (batch-1 step
+# 1.764 ms), not swept yet: `benchmarks/step_profile.py --rows 1 --sweep-moe` times alternatives.
+ROUTE = (64, 64, 4)  # (experts' block: at least E, hidden block, warps)
+EXPERT_UP = (16, 128, 4)  # (hidden units, input block, warps)
+EXPERT_DOWN = (32, 128, 4)  # (output channels, hidden block, warps)
 
 
 @functools.cache
@@ -66,8 +71,9 @@ def route(x: torch.Tensor, gate_weight: torch.Tensor, top_k: int, scale: float) 
     E = gate_weight.shape[0]
     weight = torch.empty(T, top_k, device=x.device, dtype=torch.float32)
     idx = torch.empty(T, top_k, device=x.device, dtype=torch.int64)
+    e_block, d_block, warps = ROUTE
     _kernels().route[(T,)](x.contiguous(), gate_weight, weight, idx, scale, E=E, D=D, TOP_K=top_k,
-                           E_BLOCK=triton_block(E), BLOCK_D=64, num_warps=4)
+                           E_BLOCK=max(e_block, triton_block(E)), BLOCK_D=d_block, num_warps=warps)
     return weight, idx
 
 
@@ -80,11 +86,12 @@ def few_token_experts(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, 
     D, I = x.shape[1], w2.shape[2]
     kernels = _kernels()
     hidden = torch.empty(T * k, I, device=x.device, dtype=x.dtype)
-    kernels.expert_up[(T * k, -(-I // 16))](x.contiguous(), idx, w13, hidden, D=D, I=I, TOP_K=k, BLOCK_I=16,
-                                            BLOCK_D=128, num_warps=4)
+    (up_i, up_d, up_warps), (down_o, down_i, down_warps) = EXPERT_UP, EXPERT_DOWN
+    kernels.expert_up[(T * k, -(-I // up_i))](x.contiguous(), idx, w13, hidden, D=D, I=I, TOP_K=k, BLOCK_I=up_i,
+                                              BLOCK_D=up_d, num_warps=up_warps)
     part = torch.empty(T * k, D, device=x.device, dtype=torch.float32)
-    kernels.expert_down[(T * k, -(-D // 32))](hidden, idx, weight, w2, part, D=D, I=I, BLOCK_O=32, BLOCK_I=128,
-                                              num_warps=4)
+    kernels.expert_down[(T * k, -(-D // down_o))](hidden, idx, weight, w2, part, D=D, I=I, BLOCK_O=down_o,
+                                                  BLOCK_I=down_i, num_warps=down_warps)
     y = torch.empty(T, D, device=x.device, dtype=x.dtype)
     kernels.combine_experts[(T, -(-D // 256))](part, y, D=D, TOP_K=k, BLOCK=256, num_warps=4)
     return y
