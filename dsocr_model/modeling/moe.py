@@ -95,7 +95,7 @@ class MoE(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, D)
         few = x.shape[0] * self.top_k <= GATHER_MAX_ASSIGNMENTS
-        if few and fused.enabled(x):  # batch-1 decode on CUDA: routing and experts in three kernels
+        if few and fused.enabled(x):  # batch-1 decode on CUDA: routing and experts in four kernels
             weight, idx = fused.route(x, self.gate.weight, self.top_k, self.scale)
             y = fused.few_token_experts(x, weight, idx, self.experts.gate_up_proj, self.experts.down_proj)
         else:
