@@ -50,11 +50,14 @@ def resize_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     return F.interpolate(t, size=length, mode="linear")[0].t().to(table.dtype)
 
 
-def rel_pos_lookup(table: torch.Tensor, n: int) -> torch.Tensor:
-    """R[q, k] = table[q - k + n - 1] for a square q/k grid side n -> [n, n, C]."""
-    table = resize_rel_pos(table, 2 * n - 1)
-    idx = torch.arange(n, device=table.device)
-    return table[idx[:, None] - idx[None, :] + (n - 1)]
+def rel_pos_lookup(table: torch.Tensor, n: int, window: int | None = None) -> torch.Tensor:
+    """R[g, k] = table[g % window - k + window - 1] for grid cells g < n and window cells k -> [n, window, C]: each
+    cell's query at its place in its window. Without a window (global attention, or a grid that is one window)
+    it is R[q, k] = table[q - k + n - 1], [n, n, C]."""
+    window = window or n
+    table = resize_rel_pos(table, 2 * window - 1)
+    cell, key = torch.arange(n, device=table.device) % window, torch.arange(window, device=table.device)
+    return table[cell[:, None] - key[None, :] + (window - 1)]
 
 
 def rel_pos_terms(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
@@ -70,14 +73,6 @@ def rel_pos_terms(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
     return bh.reshape(B, H * W, H), bw.reshape(B, H * W, W)
 
 
-def window_rel_pos_lookup(table: torch.Tensor, window: int, n: int) -> torch.Tensor:
-    """R[g, k] = table[g % window - k + window - 1] for grid cells g < n and window cells k -> [n, window, C]: the
-    lookup of each cell's query at its place in its window (window = n: global attention, rel_pos_lookup)."""
-    table = resize_rel_pos(table, 2 * window - 1)
-    cell, key = torch.arange(n, device=table.device) % window, torch.arange(window, device=table.device)
-    return table[cell[:, None] - key[None, :] + (window - 1)]
-
-
 def rel_pos_factors(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
                     window: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The same two factors in the layout sam_attention's kernel reads, from the *unscaled* q [B, H, W, heads, C]
@@ -87,7 +82,7 @@ def rel_pos_factors(q: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor,
     H, W = q.shape[1], q.shape[2]
     # window cells padded to a multiple of 8 (zero rows, never read): a 14-wide GEMM output ran on a slow
     # unaligned kernel (H200 profile); the kernel reads columns < win only
-    Rh, Rw = (F.pad(window_rel_pos_lookup(t, window or n, n), (0, 0, 0, -(window or n) % 8))
+    Rh, Rw = (F.pad(rel_pos_lookup(t, n, window), (0, 0, 0, -(window or n) % 8))
               for t, n in ((rel_h, H), (rel_w, W)))  # (H, win_h+, C), (W, win_w+, C)
     return torch.einsum("brcnd,rkd->brcnk", q, Rh), torch.einsum("brcnd,ckd->brcnk", q, Rw)
 

@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .fused import triton_installed
+from .fused import triton_block, triton_installed
 
 BLOCK_M, NUM_WARPS, NUM_STAGES = 64, 4, 3  # queries per program (benchmarks/vision_speed.py --sweep)
 
@@ -52,7 +52,7 @@ def rel_pos_attention(qkv: torch.Tensor, qkv_bias: torch.Tensor, bh: torch.Tenso
         raise ValueError(f"bias factors {tuple(bh.shape)}, {tuple(bw.shape)} do not match a {H}x{W} grid's "
                          f"{win_h}x{win_w} windows")
     bm, warps, stages = block or (BLOCK_M, NUM_WARPS, NUM_STAGES)
-    bn = max(16, 1 << (win_w - 1).bit_length())  # keys go a window row at a time: padded to a power of two
+    bn = triton_block(win_w)  # keys go a window row at a time, padded to a power of two
     windows_y, windows_x = -(-H // win_h), -(-W // win_w)
     query_blocks = -(-(win_h * win_w) // bm)
     out = torch.empty(B, N, heads * hd, device=qkv.device, dtype=qkv.dtype)

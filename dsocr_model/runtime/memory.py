@@ -12,7 +12,9 @@ import torch
 
 from ..modeling.decode_attention import FP8
 
-ACTIVATION_RESERVE = 3 * 2**30  # one admission group: 16 Gundam pages' vision and a 16,384-token prefill
+# one admission group: 16 Gundam pages' vision and a 16,384-token prefill (sized when vision ran 16 views a forward;
+# vision.MAX_VIEWS_PER_BATCH is 32 since, not re-measured: the other half of memory_fraction's default is the slack)
+ACTIVATION_RESERVE = 3 * 2**30
 CPU_MAX_BATCH = 4  # one constant for every CPU surface: 4 rows of 8,192 tokens of the full model are ~4 GiB in fp32
 # Decoded tokens per second still grow past 256 rows (H200, one step at kv 1,536: 256 rows 41 µs a token,
 # 512 rows 32 µs); past 512 a row's admission (vision + prefill) dominates its share of the steps.
