@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 256 --kv-len 1536 --compile default
     PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 --sweep-moe   # launch settings of fused.py's MoE kernels
+    PYTHONPATH=. python3 benchmarks/step_profile.py --rows 1 256 --choose   # + the engine's token choice per step
 
 For each row count: the eager step's CUDA kernels (count, summed GPU time, the costliest), the step replayed as
 our CUDA graph, and (with --compile MODE) the same step compiled by torch.compile (inductor, MODE) and captured
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--ragged", action="store_true", help="our ragged decode kernel instead of cuDNN SDPA")
     ap.add_argument("--kv-dtype", default=None, choices=[None, "fp8"])
     ap.add_argument("--sweep-moe", action="store_true", help="then fused.py's MoE launch settings, one at a time")
+    ap.add_argument("--choose", action="store_true", help="then the engine's guarded token choice, alone and with the step")
     args = ap.parse_args()
     model = build_model(True, "cuda", torch.bfloat16)
     vocab = model.config.decoder.vocab_size
@@ -92,6 +94,8 @@ def main() -> None:
                     print(f"  compiled ({mode}): failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             if args.sweep_moe:
                 sweep_moe(model, cache, inputs, args.iters)
+            if args.choose:
+                time_choose(model, DecodeGraphs(model, cache), inputs, args.iters)
             del cache
             torch.cuda.empty_cache()
 
@@ -115,6 +119,46 @@ def sweep_moe(model, cache: KVCache, inputs: StepInputs, iters: int) -> None:
             except Exception as e:  # a setting may not compile or fit
                 print(f"  fused.{name} = {setting}: failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
         setattr(fused, name, shipped)
+
+
+def time_choose(model, graphs: DecodeGraphs, inputs: StepInputs, iters: int) -> None:
+    """BatchState.choose as the engine runs it between steps (the official PDF guard, quality signals on): its
+    GPU time and host time alone, then step + choose + read-back in a loop, as the engine's decode loop does."""
+    import time
+    from concurrent.futures import Future
+
+    from dsocr_model.runtime.batch import BatchState, Pending, PageRequest
+
+    n, spec = inputs.n, model.spec
+    guard = spec.document_guard
+    state = BatchState(n, model.config.decoder.vocab_size, torch.device("cuda"))
+    request = PageRequest(torch.zeros(8, dtype=torch.long), (), 10 ** 6, guard.ngram_size, guard.window_size,
+                          set(spec.whitelist_ids), -1)
+    for row in range(n):
+        state.start(row, Pending(request, Future(), None, 0.0), 100, -1, {})
+    state.logits[:n].normal_()
+    state.choose(n)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    t0 = time.perf_counter()
+    start.record()
+    for _ in range(iters):
+        state.choose(n)
+    end.record()
+    host = (time.perf_counter() - t0) / iters * 1e3
+    end.synchronize()
+    print(f"  choose alone: {start.elapsed_time(end) / iters:.3f} ms GPU per call, {host:.3f} ms host to launch",
+          flush=True)
+    graphs.step(inputs)
+    start.record()
+    for _ in range(iters):
+        wait = state.read_back(state.choose(n))
+        state.logits[:n] = graphs.step(inputs)
+        wait()
+    end.record()
+    end.synchronize()
+    ms = start.elapsed_time(end) / iters
+    print(f"  step + choose + read-back: {ms:.3f} ms = {n / ms * 1e3:,.0f} tok/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,14 @@ def test_rope_kernel_equals_apply_rope(kernels):
     assert torch.equal(fused_out, eager)  # the same products and sum, each rounded as eager does
 
 
-@pytest.mark.parametrize("tokens", [1, 2])
+@pytest.mark.parametrize("tokens,shared", [(1, 2), (2, 1), (2, 0)])
 @pytest.mark.parametrize("settings", [{}, {"ROUTE": (64, 256, 8), "EXPERT_UP": (8, 256, 4), "EXPERT_DOWN": (64, 64, 2)}])
-def test_few_token_moe_equals_the_gathered_eager_path(tokens, settings, kernels, monkeypatch):
+def test_few_token_moe_equals_the_gathered_eager_path(tokens, shared, settings, kernels, monkeypatch):
     for name, value in settings.items():  # launch settings a sweep may pick: blocks larger than the sizes
         monkeypatch.setattr(fused, name, value)
     torch.manual_seed(2)
     cfg = DecoderConfig(hidden_size=96, moe_intermediate_size=40, n_routed_experts=12, num_experts_per_tok=3,
-                        n_shared_experts=1, routed_scaling_factor=1.5)  # odd sizes: every kernel's masks
+                        n_shared_experts=shared, routed_scaling_factor=1.5)  # odd sizes: every kernel's masks
     moe = MoE(cfg).to(torch.float32)
     with torch.no_grad():
         moe.gate.weight.normal_()

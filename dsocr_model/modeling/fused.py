@@ -77,23 +77,35 @@ def route(x: torch.Tensor, gate_weight: torch.Tensor, top_k: int, scale: float) 
     return weight, idx
 
 
-def few_token_experts(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, w13: torch.Tensor,
-                      w2: torch.Tensor) -> torch.Tensor:
-    """x [T, D], routing weights/ids [T, k], stacked experts w13 [E, 2I, D], w2 [E, D, I] -> the weighted sum of
-    each token's k experts [T, D] in x's dtype (moe.gathered_experts, weighted, without copying the weights): up and
-    activation per assignment, down per assignment, then the sum over k."""
+def few_token_experts(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+                      shared: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """x [T, D], routing weights/ids [T, k], stacked experts w13 [E, 2I, D], w2 [E, D, I], and optionally the shared
+    experts' (gate [S*I, D], up [S*I, D], down [D, S*I]) -> the weighted sum of each token's k experts [T, D] in x's
+    dtype, plus the shared experts' output (MoE.forward's gathered path, without copying the weights): up and
+    activation per assignment, down per assignment, then the sum. The shared experts run as S more assignments per
+    token, each an I-wide slice, in the same two launches (as their own MLP they were six kernels a layer)."""
     T, k = idx.shape
     D, I = x.shape[1], w2.shape[2]
+    slices = 0
+    if shared is not None:
+        gate, up, down = shared
+        if gate.shape[0] % I:
+            raise ValueError(f"the shared experts' width {gate.shape[0]} is not a multiple of the experts' {I}")
+        slices = gate.shape[0] // I
+    else:
+        gate, up, down = w13, w13, w2  # never read: every assignment is routed
     kernels = _kernels()
-    hidden = torch.empty(T * k, I, device=x.device, dtype=x.dtype)
+    n_routed, n = T * k, T * (k + slices)
+    hidden = torch.empty(n, I, device=x.device, dtype=x.dtype)
     (up_i, up_d, up_warps), (down_o, down_i, down_warps) = EXPERT_UP, EXPERT_DOWN
-    kernels.expert_up[(T * k, -(-I // up_i))](x.contiguous(), idx, w13, hidden, D=D, I=I, TOP_K=k, BLOCK_I=up_i,
-                                              BLOCK_D=up_d, num_warps=up_warps)
-    part = torch.empty(T * k, D, device=x.device, dtype=torch.float32)
-    kernels.expert_down[(T * k, -(-D // down_o))](hidden, idx, weight, w2, part, D=D, I=I, BLOCK_O=down_o,
-                                                  BLOCK_I=down_i, num_warps=down_warps)
+    kernels.expert_up[(n, -(-I // up_i))](x.contiguous(), idx, w13, gate, up, hidden, n_routed, D=D, I=I, TOP_K=k,
+                                          SHARED=max(slices, 1), BLOCK_I=up_i, BLOCK_D=up_d, num_warps=up_warps)
+    part = torch.empty(n, D, device=x.device, dtype=torch.float32)
+    kernels.expert_down[(n, -(-D // down_o))](hidden, idx, weight, w2, down, part, n_routed, D=D, I=I,
+                                              SHARED=max(slices, 1), BLOCK_O=down_o, BLOCK_I=down_i,
+                                              num_warps=down_warps)
     y = torch.empty(T, D, device=x.device, dtype=x.dtype)
-    kernels.combine_experts[(T, -(-D // 256))](part, y, D=D, TOP_K=k, BLOCK=256, num_warps=4)
+    kernels.combine_experts[(T, -(-D // 256))](part, y, n_routed, D=D, TOP_K=k, SHARED=slices, BLOCK=256, num_warps=4)
     return y
 
 

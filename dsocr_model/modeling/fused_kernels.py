@@ -72,16 +72,22 @@ def route(X, G, Weight, Idx, scale, E: tl.constexpr, D: tl.constexpr, TOP_K: tl.
 
 
 @triton.jit
-def expert_up(X, Idx, W13, H, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
-              BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
-    """One (token, expert) assignment, BLOCK_I hidden units: silu(x . gate) * (x . up), each rounded as eager.
-    W13 [E, 2I, D] holds each expert's gate rows, then its up rows."""
+def expert_up(X, Idx, W13, Gs, Us, H, n_routed, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.constexpr,
+              SHARED: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One assignment, BLOCK_I hidden units: silu(x . gate) * (x . up), each rounded as eager. Assignments below
+    n_routed are (token, routed expert): W13 [E, 2I, D] holds each expert's gate rows, then its up rows. The next
+    T * SHARED are (token, I-wide slice of the shared experts): gate Gs and up Us [SHARED * I, D]."""
     a = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
     i_ok = i < I
-    e = tl.load(Idx + a)
-    x_row = X + (a // TOP_K) * D
-    w = W13 + e * (2 * I * D)
+    if a < n_routed:
+        w = W13 + tl.load(Idx + a) * (2 * I * D)
+        gate, up = w + i[:, None] * D, w + (I + i[:, None]) * D
+        x_row = X + (a // TOP_K) * D
+    else:
+        s = a - n_routed
+        gate, up = Gs + ((s % SHARED) * I + i[:, None]) * D, Us + ((s % SHARED) * I + i[:, None]) * D
+        x_row = X + (s // SHARED) * D
     acc_g = tl.zeros([BLOCK_I], dtype=tl.float32)
     acc_u = tl.zeros([BLOCK_I], dtype=tl.float32)
     for d0 in range(0, D, BLOCK_D):
@@ -89,9 +95,8 @@ def expert_up(X, Idx, W13, H, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.conste
         d_ok = d < D
         both = i_ok[:, None] & d_ok[None, :]
         x = tl.load(x_row + d, mask=d_ok, other=0.0).to(tl.float32)[None, :]
-        acc_g += tl.sum(tl.load(w + i[:, None] * D + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
-        acc_u += tl.sum(tl.load(w + (I + i[:, None]) * D + d[None, :], mask=both, other=0.0).to(tl.float32) * x,
-                        axis=1)
+        acc_g += tl.sum(tl.load(gate + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
+        acc_u += tl.sum(tl.load(up + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
     dt = H.dtype.element_ty
     g = acc_g.to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
@@ -99,33 +104,46 @@ def expert_up(X, Idx, W13, H, D: tl.constexpr, I: tl.constexpr, TOP_K: tl.conste
 
 
 @triton.jit
-def expert_down(Hid, Idx, Weight, W2, Part, D: tl.constexpr, I: tl.constexpr, BLOCK_O: tl.constexpr,
-                BLOCK_I: tl.constexpr):
-    """One (token, expert) assignment, BLOCK_O output channels: weight * (h . down) into fp32 Part [T*k, D], the
-    expert's output rounded as eager's first. W2 [E, D, I]. One program per assignment spreads a token's k experts
-    over the GPU (a program per token looping over them was latency-bound at batch 1)."""
+def expert_down(Hid, Idx, Weight, W2, Ds, Part, n_routed, D: tl.constexpr, I: tl.constexpr, SHARED: tl.constexpr,
+                BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr):
+    """One assignment (as in expert_up), BLOCK_O output channels of h . down into fp32 Part [assignments, D]. A routed
+    expert's output is rounded as eager's is, then weighted (W2 [E, D, I]); a shared slice's stays an fp32 partial
+    sum over its I columns of Ds [D, SHARED * I] (eager rounds the whole shared output once: combine_experts does).
+    One program per assignment spreads a token's experts over the GPU (a program per token was latency-bound)."""
     a = tl.program_id(0).to(tl.int64)
     o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
     o_ok = o < D
-    w = W2 + tl.load(Idx + a) * (D * I)
+    if a < n_routed:
+        w = W2 + tl.load(Idx + a) * (D * I) + o[:, None] * I
+    else:
+        w = Ds + ((a - n_routed) % SHARED) * I + o[:, None] * (SHARED * I)
     acc = tl.zeros([BLOCK_O], dtype=tl.float32)
     for i0 in range(0, I, BLOCK_I):
         i = i0 + tl.arange(0, BLOCK_I)
         i_ok = i < I
         h = tl.load(Hid + a * I + i, mask=i_ok, other=0.0).to(tl.float32)[None, :]
-        wt = tl.load(w + o[:, None] * I + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
+        wt = tl.load(w + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
         acc += tl.sum(wt.to(tl.float32) * h, axis=1)
-    part = acc.to(Hid.dtype.element_ty).to(tl.float32) * tl.load(Weight + a)
-    tl.store(Part + a * D + o, part, mask=o_ok)
+    if a < n_routed:
+        acc = acc.to(Hid.dtype.element_ty).to(tl.float32) * tl.load(Weight + a)
+    tl.store(Part + a * D + o, acc, mask=o_ok)
 
 
 @triton.jit
-def combine_experts(Part, Y, D: tl.constexpr, TOP_K: tl.constexpr, BLOCK: tl.constexpr):
-    """One token: the sum of its k weighted expert outputs, in fp32 and in order, cast to Y's dtype."""
+def combine_experts(Part, Y, n_routed, D: tl.constexpr, TOP_K: tl.constexpr, SHARED: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    """One token: the sum of its k weighted expert outputs in fp32 and in order, rounded; plus, with shared experts,
+    their output (the sum of its slices, rounded), the two added as eager's bf16 add does."""
     t = tl.program_id(0).to(tl.int64)
     o = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     o_ok = o < D
     total = tl.zeros([BLOCK], dtype=tl.float32)
     for j in tl.static_range(TOP_K):
         total += tl.load(Part + (t * TOP_K + j) * D + o, mask=o_ok, other=0.0)
+    if SHARED > 0:
+        shared = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in tl.static_range(SHARED):
+            shared += tl.load(Part + (n_routed + t * SHARED + s) * D + o, mask=o_ok, other=0.0)
+        dt = Y.dtype.element_ty
+        total = total.to(dt).to(tl.float32) + shared.to(dt).to(tl.float32)
     tl.store(Y + t * D + o, total.to(Y.dtype.element_ty), mask=o_ok)

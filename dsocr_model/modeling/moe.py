@@ -95,14 +95,16 @@ class MoE(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (T, D)
         few = x.shape[0] * self.top_k <= GATHER_MAX_ASSIGNMENTS
-        if few and fused.enabled(x):  # batch-1 decode on CUDA: routing and experts in four kernels
+        if few and fused.enabled(x):  # batch-1 decode on CUDA: routing, routed and shared experts in four kernels
             weight, idx = fused.route(x, self.gate.weight, self.top_k, self.scale)
-            y = fused.few_token_experts(x, weight, idx, self.experts.gate_up_proj, self.experts.down_proj)
-        else:
-            weight, idx = route(x, self.gate.weight, self.top_k, self.scale)
-            run = gathered_experts if few else grouped_experts
-            y = (run(x, idx, self.experts.gate_up_proj, self.experts.down_proj).float()
-                 * weight.unsqueeze(-1)).sum(dim=1).to(x.dtype)
+            mlp = self.shared_experts
+            shared = None if mlp is None else (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+            y = fused.few_token_experts(x, weight, idx, self.experts.gate_up_proj, self.experts.down_proj, shared)
+            return y.view(shape)
+        weight, idx = route(x, self.gate.weight, self.top_k, self.scale)
+        run = gathered_experts if few else grouped_experts
+        y = (run(x, idx, self.experts.gate_up_proj, self.experts.down_proj).float()
+             * weight.unsqueeze(-1)).sum(dim=1).to(x.dtype)
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
         return y.view(shape)
