@@ -1,5 +1,6 @@
 """CUDA checks of our kernels alone (skipped without a GPU): SAM's attention (folded flash and our fused Triton
-kernel) against the reference block, the ragged decode kernel against SDPA, fused.py against eager's roundings."""
+kernel) against the reference block, the ragged decode kernel against SDPA, fused.py against eager's roundings,
+the fused token choice (runtime/choose.py) against the eager one."""
 from __future__ import annotations
 
 import pytest
@@ -118,3 +119,41 @@ def test_fused_decoder_kernels_keep_eagers_bf16_roundings(monkeypatch):
         n = got.shape[0]
         err_fused, err_eager = ((t.float() - exact[:n]).abs().mean() for t in (got, want))
         assert err_fused < 1.5 * err_eager, (err_fused, err_eager)
+
+
+def test_fused_token_choice_equals_the_eager_choice_on_the_gpu():
+    """runtime/choose.py compiled, full vocabulary, 300 rows (every row's guard its own: none, the official PDF
+    and image guards, a whitelist, Unlimited-OCR's 35/128), logits favouring a 3-cycle: ids, history and hit
+    counts equal the eager choice's, log-probabilities within fp32 rounding."""
+    from concurrent.futures import Future
+
+    from dsocr_model.runtime.batch import BatchState, PageRequest, Pending
+
+    guards = [None, (20, 50, ()), (30, 90, (7,)), (3, 30, (7,)), (35, 128, ()), (2, 6, (1, 2))]
+    rows, vocab = 300, 129280
+    states = []
+    for fused in (False, True):
+        state = BatchState(rows, vocab, torch.device("cuda"))
+        assert state.fused is not None  # CUDA with Triton: the fused choice by default
+        if not fused:
+            state.fused = None
+        for row in range(rows):
+            n, w, white = guards[row % len(guards)] or (None, None, ())
+            request = PageRequest(torch.zeros(4, dtype=torch.long), (), 10 ** 6, n, w, white, -1)
+            state.start(row, Pending(request, Future(), None, 0.0), 4, -1, {})
+        states.append(state)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for t in range(60):
+        logits = torch.randn(rows, vocab, device="cuda", generator=g)
+        logits[:, (7, 3, 9)[t % 3]] += 6.0
+        logits[:, 1] += 5.0
+        for state in states:
+            state.logits[:rows] = logits
+        want, got = (state.choose(rows) for state in states)
+        assert torch.equal(got, want), t
+    eager, fused = states
+    assert torch.equal(fused.tail, eager.tail) and torch.equal(fused.lengths, eager.lengths)
+    assert torch.equal(fused.guard_hits, eager.guard_hits) and eager.guard_hits.sum() > rows
+    torch.testing.assert_close(fused.logprob_sum, eager.logprob_sum)
+    torch.testing.assert_close(fused.logprob_min, eager.logprob_min)
+    assert not fused.fused.bits.any()

@@ -15,11 +15,12 @@ import importlib.util
 import torch
 
 ENABLED = True  # benchmarks switch it off to time the eager pieces
-# Launch settings of the few-token MoE kernels, (block, block, warps); the values first run on an H200 (batch-1 step
-# 1.764 ms), not swept yet: `benchmarks/step_profile.py --rows 1 --sweep-moe` times alternatives.
-ROUTE = (64, 64, 4)  # (experts' block: at least E, hidden block, warps)
-EXPERT_UP = (16, 128, 4)  # (hidden units, input block, warps)
-EXPERT_DOWN = (32, 128, 4)  # (output channels, hidden block, warps)
+# Launch settings of the few-token MoE kernels, (block, block, warps): each the fastest of a sweep on an H200
+# (`benchmarks/step_profile.py --rows 1 --sweep-moe`, benchmarks/RESULTS.md); batch-1 step 1.432 ms at the first
+# values (64, 64, 4), (16, 128, 4), (32, 128, 4).
+ROUTE = (64, 512, 8)  # (experts' block: at least E, hidden block, warps)
+EXPERT_UP = (8, 128, 4)  # (hidden units, input block, warps)
+EXPERT_DOWN = (16, 128, 4)  # (output channels, hidden block, warps)
 
 
 @functools.cache

@@ -1,11 +1,24 @@
 """The Triton kernels behind fused.py (imported on first use: Triton is a CUDA-side dependency).
 
 Each kernel does in one launch what the decoder's eager code does in several, with the same roundings: a
-value the eager code holds in bf16 is rounded to bf16 here too (`.to(OUT)`), so only the order of fp32 sums differs.
+value the eager code holds in bf16 is rounded to bf16 here too (`rounded`), so only the order of fp32 sums differs.
 Shapes and strides are documented in fused.py.
 """
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def rounded(x, dt: tl.constexpr):
+    """fp32 x as eager holds it in dt (back in fp32). For bf16, to nearest even in integer ops: a cast pair lets the
+    compiler narrow the arithmetic around it to bf16 and contract a product and a sum into one FMA that rounds once
+    (RoPE was a bf16 step off eager on an H200 that way)."""
+    if dt == tl.bfloat16:
+        u = x.to(tl.uint32, bitcast=True)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000
+        return u.to(tl.float32, bitcast=True)
+    else:
+        return x.to(dt).to(tl.float32)
 
 
 @triton.jit
@@ -20,8 +33,8 @@ def add_rms_norm(X, R, W, Y, Sum, eps, D: tl.constexpr, BLOCK: tl.constexpr, HAS
         x = (x.to(tl.float32) + tl.load(R + row * D + cols, mask=ok, other=0.0).to(tl.float32)).to(X.dtype.element_ty)
         tl.store(Sum + row * D + cols, x, mask=ok)
     xf = x.to(tl.float32)
-    h = (xf * tl.rsqrt(tl.sum(xf * xf, axis=0) / D + eps)).to(X.dtype.element_ty)
-    y = h.to(tl.float32) * tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
+    h = rounded(xf * tl.rsqrt(tl.sum(xf * xf, axis=0) / D + eps), X.dtype.element_ty)
+    y = h * tl.load(W + cols, mask=ok, other=0.0).to(tl.float32)
     tl.store(Y + row * D + cols, y.to(Y.dtype.element_ty), mask=ok)
 
 
@@ -38,10 +51,8 @@ def rope(X, Cos, Sin, Out, T, s_xb, s_xt, s_cb, s_ct, HEADS: tl.constexpr, HALF:
     cs, sn = Cos + b * s_cb + t * s_ct, Sin + b * s_cb + t * s_ct
     x1, x2 = tl.load(src + i).to(tl.float32), tl.load(src + HALF + i).to(tl.float32)
     dt = Out.dtype.element_ty
-    y1 = ((x1 * tl.load(cs + i).to(tl.float32)).to(dt).to(tl.float32)
-          + (-x2 * tl.load(sn + i).to(tl.float32)).to(dt).to(tl.float32))
-    y2 = ((x2 * tl.load(cs + HALF + i).to(tl.float32)).to(dt).to(tl.float32)
-          + (x1 * tl.load(sn + HALF + i).to(tl.float32)).to(dt).to(tl.float32))
+    y1 = rounded(x1 * tl.load(cs + i).to(tl.float32), dt) + rounded(-x2 * tl.load(sn + i).to(tl.float32), dt)
+    y2 = rounded(x2 * tl.load(cs + HALF + i).to(tl.float32), dt) + rounded(x1 * tl.load(sn + HALF + i).to(tl.float32), dt)
     tl.store(dst + i, y1.to(dt))
     tl.store(dst + HALF + i, y2.to(dt))
 
@@ -98,9 +109,9 @@ def expert_up(X, Idx, W13, Gs, Us, H, n_routed, D: tl.constexpr, I: tl.constexpr
         acc_g += tl.sum(tl.load(gate + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
         acc_u += tl.sum(tl.load(up + d[None, :], mask=both, other=0.0).to(tl.float32) * x, axis=1)
     dt = H.dtype.element_ty
-    g = acc_g.to(dt).to(tl.float32)
-    act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
-    tl.store(H + a * I + i, (act * acc_u.to(dt).to(tl.float32)).to(dt), mask=i_ok)
+    g = rounded(acc_g, dt)
+    act = rounded(g / (1.0 + tl.exp(-g)), dt)
+    tl.store(H + a * I + i, (act * rounded(acc_u, dt)).to(dt), mask=i_ok)
 
 
 @triton.jit
@@ -125,7 +136,7 @@ def expert_down(Hid, Idx, Weight, W2, Ds, Part, n_routed, D: tl.constexpr, I: tl
         wt = tl.load(w + i[None, :], mask=o_ok[:, None] & i_ok[None, :], other=0.0)
         acc += tl.sum(wt.to(tl.float32) * h, axis=1)
     if a < n_routed:
-        acc = acc.to(Hid.dtype.element_ty).to(tl.float32) * tl.load(Weight + a)
+        acc = rounded(acc, Hid.dtype.element_ty) * tl.load(Weight + a)
     tl.store(Part + a * D + o, acc, mask=o_ok)
 
 
@@ -145,5 +156,5 @@ def combine_experts(Part, Y, n_routed, D: tl.constexpr, TOP_K: tl.constexpr, SHA
         for s in tl.static_range(SHARED):
             shared += tl.load(Part + (n_routed + t * SHARED + s) * D + o, mask=o_ok, other=0.0)
         dt = Y.dtype.element_ty
-        total = total.to(dt).to(tl.float32) + shared.to(dt).to(tl.float32)
+        total = rounded(total, dt) + rounded(shared, dt)
     tl.store(Y + t * D + o, total.to(Y.dtype.element_ty), mask=o_ok)

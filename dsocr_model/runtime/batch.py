@@ -17,9 +17,12 @@ import torch
 from ..family.spec import DEFAULT_MAX_NEW_TOKENS, MAX_GUARD_WINDOW
 from ..modeling.decoder import ring_slot
 from ..modeling.preprocess import ImageViews
+from . import choose
+from .choose import FusedChoice
 from .ngram import ngram_penalty
 
 MAX_WINDOW = MAX_GUARD_WINDOW  # the guard's history per row
+MAX_WHITELIST = 64  # ids a request's guard may whitelist (official: 2, <td> and </td>)
 
 
 @dataclass
@@ -114,6 +117,12 @@ class BatchState:
         self.logprob_sum = torch.zeros(max_batch, device=device)
         self.logprob_min = torch.zeros(max_batch, device=device)
         self.guard_hits = torch.zeros(max_batch, device=device)
+        # Each row's guard as the fused choice reads it on the device (choose.py); the eager choice groups rows by
+        # their Slot.guard instead.
+        self.ngram = torch.zeros(max_batch, dtype=torch.int32, device=device)  # 0: no guard
+        self.guard_window = torch.zeros(max_batch, dtype=torch.int32, device=device)
+        self.whitelist = torch.full((max_batch, MAX_WHITELIST), -1, dtype=torch.long, device=device)
+        self.fused = FusedChoice(max_batch, vocab_size, MAX_WINDOW, device) if choose.available(device) else None
         cuda = torch.device(device).type == "cuda"
         self.host_ids = torch.zeros(max_batch, dtype=torch.long, pin_memory=True) if cuda else None
         self.copied = torch.cuda.Event() if cuda else None
@@ -127,12 +136,15 @@ class BatchState:
 
     def start(self, row: int, job: Pending, prompt_len: int, eos: int, timings: dict[str, float]) -> None:
         r = job.req
-        guard = (r.ngram_size, r.window_size, tuple(sorted(r.whitelist))) if r.ngram_size else None
+        guard = (r.ngram_size, r.window_size, tuple(sorted(set(r.whitelist)))) if r.ngram_size else None
         self.reserved.discard(row)
         self.slots[row] = Slot(job.future, job.on_token, job.t_submit, r.max_new_tokens, guard, prompt_len, prompt_len,
                                eos, timings)
         self.tail[row] = -1
         self.lengths[row] = 0
+        self.ngram[row], self.guard_window[row] = guard[:2] if guard else (0, 0)
+        self.whitelist[row] = to_device(list(guard[2]) + [-1] * (MAX_WHITELIST - len(guard[2])) if guard
+                                        else [-1] * MAX_WHITELIST, self.whitelist.device)
         self.logprob_sum[row], self.logprob_min[row], self.guard_hits[row] = 0.0, float("inf"), 0.0
 
     def drop(self, row: int, error: BaseException) -> None:
@@ -143,6 +155,9 @@ class BatchState:
     def choose(self, n: int) -> torch.Tensor:
         """Greedy ids [n] for rows 0..n after each request's n-gram guard, left on the device (the next step reads
         them there); records them in the guard history. `read_back` brings them to the host."""
+        if self.fused is not None:
+            return self.fused(n, self.logits, self.tail, self.lengths, self.ngram, self.guard_window, self.whitelist,
+                              self.logprob_sum, self.logprob_min, self.guard_hits)
         logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
         normaliser = torch.logsumexp(logits, dim=-1) if self.signals else None  # (n,), under the raw logits
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}

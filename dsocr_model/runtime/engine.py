@@ -38,7 +38,7 @@ import torch
 from ..modeling.decode_attention import FP8
 from ..modeling.decoder import KVCache
 from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
-from .batch import (MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, StepInputs, decode_rows, fail,
+from .batch import (MAX_WHITELIST, MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, StepInputs, decode_rows, fail,
                     to_device)
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step
@@ -173,6 +173,9 @@ class Engine:
         if r.ngram_size and not 2 <= r.ngram_size <= r.window_size <= MAX_WINDOW:  # what the batched guard can do
             raise ValueError(f"the batched n-gram guard needs 2 <= ngram_size <= window_size <= {MAX_WINDOW}; got "
                              f"ngram_size {r.ngram_size}, window_size {r.window_size} (only this request fails)")
+        if r.ngram_size and len(set(r.whitelist)) > MAX_WHITELIST:
+            raise ValueError(f"the n-gram guard's whitelist holds {len(set(r.whitelist))} ids; the engine keeps at "
+                             f"most {MAX_WHITELIST} per request (only this request fails)")
         need = len(r.input_ids) + r.max_new_tokens
         if need > self.max_seq_len:
             raise ValueError(f"prompt + max_new_tokens = {need} exceeds max_seq_len {self.max_seq_len}")
