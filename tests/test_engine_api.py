@@ -100,11 +100,13 @@ def test_memory_budget_sizes_the_batch(golden_model):
     assert Engine(golden_model, max_seq_len=256, max_batch_tokens=768).max_batch == 3
     assert Engine(golden_model, max_seq_len=64).max_batch == CPU_MAX_BATCH  # CPU default: one constant
     # From free memory: half of it, less the activation reserve, in rows of max_seq_len tokens, each with its
-    # rows of the step's logits (two fp32 buffers, and the head's output and its fp32 copy in the graph pool)
+    # rows of the step's logits (two fp32 buffers, and the head's output and its fp32 copy in the graph pool) and
+    # its guard state (id history and ban list of 1,024 int64 each, a ban bit per vocabulary id)
     free = 8 * 2**30
-    row = per_token * 8192 + d.vocab_size * 4 * 4
+    guard = 2 * 8 * 1024 + d.vocab_size // 8
+    row = per_token * 8192 + d.vocab_size * 4 * 4 + guard
     assert plan_max_batch(golden_model, 8192, free_bytes=free) == min(512, int((free * 0.5 - 3 * 2**30) // row))
-    short = per_token * 16 + d.vocab_size * 4 * 4  # short rows: the logits are a large part of a row
+    short = per_token * 16 + d.vocab_size * 4 * 4 + guard  # short rows: the logits are a large part of a row
     assert plan_max_batch(golden_model, 16, free_bytes=2 * (3 * 2**30 + 300 * short)) == 300
     assert plan_max_batch(golden_model, 8192, 0.9, free_bytes=free) > plan_max_batch(golden_model, 8192, free_bytes=free)
     # an fp8 cache: one byte an entry and an fp32 scale per head and token, so more rows fit

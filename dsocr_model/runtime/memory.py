@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..family.spec import MAX_GUARD_WINDOW
 from ..modeling.decode_attention import FP8
 
 # one admission group: 16 Gundam pages' vision and a 16,384-token prefill (sized when vision ran 16 views a forward;
@@ -30,9 +31,11 @@ def kv_bytes_per_token(model, kv_dtype: str | None = None) -> int:
 
 
 def row_bytes(model, row_len: int, kv_dtype: str | None = None) -> int:
-    """What one page in flight costs: its KV cache row and its rows of the step's logits buffers."""
+    """What one page in flight costs: its KV cache row, its rows of the step's logits buffers, and its guard state
+    (the id history and the fused choice's ban list, int64 each, and its ban bitmap, a bit per vocabulary id)."""
     vocab = model.config.decoder.vocab_size
-    return kv_bytes_per_token(model, kv_dtype) * row_len + vocab * (3 * 4 + model.dtype.itemsize)
+    guard = 2 * 8 * MAX_GUARD_WINDOW + vocab // 8
+    return kv_bytes_per_token(model, kv_dtype) * row_len + vocab * (3 * 4 + model.dtype.itemsize) + guard
 
 
 def plan_max_batch(model, max_seq_len: int, memory_fraction: float = DEFAULT_MEMORY_FRACTION,
