@@ -87,6 +87,9 @@ def test_a_request_the_batched_guard_cannot_take_fails_alone(golden_model):
     for n, w in ((1, 8), (9, 8)):
         with pytest.raises(ValueError, match="only this request fails"):
             engine.submit(PageRequest(good[0].input_ids, [], 6, ngram_size=n, window_size=w))
+    with pytest.raises(ValueError, match="whitelist holds 65 ids"):  # the per-row whitelist the device keeps
+        engine.submit(PageRequest(good[0].input_ids, [], 6, ngram_size=3, window_size=8, whitelist=range(65)))
+    engine.submit(PageRequest(good[0].input_ids, [], 6, ngram_size=3, window_size=8, whitelist=[5] * 70)).result()
     assert [f.result().token_ids for f in futures] == [_simple(golden_model, r).token_ids for r in good]
 
 

@@ -52,7 +52,8 @@ def rope(X, Cos, Sin, Out, T, s_xb, s_xt, s_cb, s_ct, HEADS: tl.constexpr, HALF:
     x1, x2 = tl.load(src + i).to(tl.float32), tl.load(src + HALF + i).to(tl.float32)
     dt = Out.dtype.element_ty
     y1 = rounded(x1 * tl.load(cs + i).to(tl.float32), dt) + rounded(-x2 * tl.load(sn + i).to(tl.float32), dt)
-    y2 = rounded(x2 * tl.load(cs + HALF + i).to(tl.float32), dt) + rounded(x1 * tl.load(sn + HALF + i).to(tl.float32), dt)
+    y2 = (rounded(x2 * tl.load(cs + HALF + i).to(tl.float32), dt)
+          + rounded(x1 * tl.load(sn + HALF + i).to(tl.float32), dt))
     tl.store(dst + i, y1.to(dt))
     tl.store(dst + HALF + i, y2.to(dt))
 

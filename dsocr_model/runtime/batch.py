@@ -18,7 +18,6 @@ from ..family.spec import DEFAULT_MAX_NEW_TOKENS, MAX_GUARD_WINDOW
 from ..modeling.decoder import ring_slot
 from ..modeling.preprocess import ImageViews
 from . import choose
-from .choose import FusedChoice
 from .ngram import ngram_penalty
 
 MAX_WINDOW = MAX_GUARD_WINDOW  # the guard's history per row
@@ -122,7 +121,7 @@ class BatchState:
         self.ngram = torch.zeros(max_batch, dtype=torch.int32, device=device)  # 0: no guard
         self.guard_window = torch.zeros(max_batch, dtype=torch.int32, device=device)
         self.whitelist = torch.full((max_batch, MAX_WHITELIST), -1, dtype=torch.long, device=device)
-        self.fused = FusedChoice(max_batch, vocab_size, MAX_WINDOW, device) if choose.available(device) else None
+        self.fused = choose.FusedChoice(max_batch, vocab_size, MAX_WINDOW, device) if choose.available(device) else None
         cuda = torch.device(device).type == "cuda"
         self.host_ids = torch.zeros(max_batch, dtype=torch.long, pin_memory=True) if cuda else None
         self.copied = torch.cuda.Event() if cuda else None
