@@ -7,6 +7,7 @@ and a step decodes rows 0..n with n a power of two, so there are few distinct sh
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -19,6 +20,8 @@ from ..modeling.decoder import ring_slot
 from ..modeling.preprocess import ImageViews
 from . import choose
 from .ngram import ngram_penalty
+
+logger = logging.getLogger(__name__)
 
 MAX_WINDOW = MAX_GUARD_WINDOW  # the guard's history per row
 MAX_WHITELIST = 64  # ids a request's guard may whitelist (official: 2, <td> and </td>)
@@ -155,8 +158,15 @@ class BatchState:
         """Greedy ids [n] for rows 0..n after each request's n-gram guard, left on the device (the next step reads
         them there); records them in the guard history. `read_back` brings them to the host."""
         if self.fused is not None:
-            return self.fused(n, self.logits, self.tail, self.lengths, self.ngram, self.guard_window, self.whitelist,
-                              self.logprob_sum, self.logprob_min, self.guard_hits)
+            try:
+                return self.fused(n, self.logits, self.tail, self.lengths, self.ngram, self.guard_window,
+                                  self.whitelist, self.logprob_sum, self.logprob_min, self.guard_hits)
+            except Exception as e:  # e.g. Triton cannot build the kernels for this GPU: keep serving, eagerly
+                # (the history and lengths are only written by the last kernel, so a failed launch left them as
+                # they were)
+                logger.warning("the fused token choice failed (%s: %s); choosing eagerly from now on",
+                               type(e).__name__, e)
+                self.fused = None
         logits, tail, lengths = self.logits[:n], self.tail[:n], self.lengths[:n]
         normaliser = torch.logsumexp(logits, dim=-1) if self.signals else None  # (n,), under the raw logits
         groups: dict[tuple[int, int, tuple[int, ...]], list[int]] = {}
