@@ -124,13 +124,13 @@ def test_a_failing_fused_token_choice_falls_back_to_the_eager_one(caplog):
         raise RuntimeError("no kernel for this GPU")
 
     states = [BatchState(2, 50, torch.device("cpu")) for _ in range(2)]
-    states[1].fused = broken
     request = PageRequest(torch.zeros(4, dtype=torch.long), (), 10, 2, 6, (), -1)
     logits = torch.randn(2, 50, generator=torch.Generator().manual_seed(0))
     for state in states:
         for row in range(2):
             state.start(row, Pending(request, Future(), None, 0.0), 4, -1, {})
         state.logits[:2] = logits
+    states[1].fused = broken
     with caplog.at_level("WARNING"):
         assert torch.equal(states[1].choose(2), states[0].choose(2))
     assert states[1].fused is None and "choosing eagerly from now on" in caplog.text

@@ -35,8 +35,13 @@ def _kernels():
     return fused_kernels
 
 
+def triton_runs_on(device: torch.device | str) -> bool:
+    """Whether our Triton kernels can run on `device`: CUDA, with Triton installed (CPU torch comes without it)."""
+    return torch.device(device).type == "cuda" and triton_installed()
+
+
 def enabled(x: torch.Tensor) -> bool:
-    return ENABLED and x.is_cuda and triton_installed()
+    return ENABLED and triton_runs_on(x.device)
 
 
 def add_rms_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,

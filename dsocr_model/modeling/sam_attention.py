@@ -13,7 +13,7 @@ import functools
 
 import torch
 
-from .fused import triton_block, triton_installed
+from .fused import triton_block, triton_runs_on
 
 BLOCK_M, NUM_WARPS, NUM_STAGES = 64, 4, 3  # queries per program (benchmarks/vision_speed.py --sweep)
 
@@ -27,7 +27,7 @@ def _kernel():
 
 def runs_on(x: torch.Tensor) -> bool:
     """Whether the kernel can run on x's device: CUDA with Triton (the CPU keeps the folded SDPA path)."""
-    return x.is_cuda and triton_installed()
+    return triton_runs_on(x.device)
 
 
 def rel_pos_attention(qkv: torch.Tensor, qkv_bias: torch.Tensor, bh: torch.Tensor, bw: torch.Tensor,

@@ -24,7 +24,6 @@ from .ngram import ngram_penalty
 logger = logging.getLogger(__name__)
 
 MAX_WINDOW = MAX_GUARD_WINDOW  # the guard's history per row
-MAX_WHITELIST = 64  # ids a request's guard may whitelist (official: 2, <td> and </td>)
 
 
 @dataclass
@@ -119,11 +118,6 @@ class BatchState:
         self.logprob_sum = torch.zeros(max_batch, device=device)
         self.logprob_min = torch.zeros(max_batch, device=device)
         self.guard_hits = torch.zeros(max_batch, device=device)
-        # Each row's guard as the fused choice reads it on the device (choose.py); the eager choice groups rows by
-        # their Slot.guard instead.
-        self.ngram = torch.zeros(max_batch, dtype=torch.int32, device=device)  # 0: no guard
-        self.guard_window = torch.zeros(max_batch, dtype=torch.int32, device=device)
-        self.whitelist = torch.full((max_batch, MAX_WHITELIST), -1, dtype=torch.long, device=device)
         self.fused = choose.FusedChoice(max_batch, vocab_size, MAX_WINDOW, device) if choose.available(device) else None
         cuda = torch.device(device).type == "cuda"
         self.host_ids = torch.zeros(max_batch, dtype=torch.long, pin_memory=True) if cuda else None
@@ -144,9 +138,9 @@ class BatchState:
                                eos, timings)
         self.tail[row] = -1
         self.lengths[row] = 0
-        self.ngram[row], self.guard_window[row] = guard[:2] if guard else (0, 0)
-        self.whitelist[row] = to_device(list(guard[2]) + [-1] * (MAX_WHITELIST - len(guard[2])) if guard
-                                        else [-1] * MAX_WHITELIST, self.whitelist.device)
+        if self.fused is not None:
+            n, w, white = guard or (0, 0, ())
+            self.fused.set_guard(row, n, w, to_device(list(white), self.tail.device))
         self.logprob_sum[row], self.logprob_min[row], self.guard_hits[row] = 0.0, float("inf"), 0.0
 
     def drop(self, row: int, error: BaseException) -> None:
@@ -159,8 +153,8 @@ class BatchState:
         them there); records them in the guard history. `read_back` brings them to the host."""
         if self.fused is not None:
             try:
-                return self.fused(n, self.logits, self.tail, self.lengths, self.ngram, self.guard_window,
-                                  self.whitelist, self.logprob_sum, self.logprob_min, self.guard_hits)
+                return self.fused(n, self.logits, self.tail, self.lengths, self.logprob_sum, self.logprob_min,
+                                  self.guard_hits)
             except Exception as e:  # e.g. Triton cannot build the kernels for this GPU: keep serving, eagerly
                 # (the history and lengths are only written by the last kernel, so a failed launch left them as
                 # they were)

@@ -16,6 +16,7 @@ from ..modeling import fused
 
 BLOCK_V = 4096  # logits per program of block_maxima: 32 blocks for the 129,280-id vocabulary
 J_BLOCK = 128  # n-gram starts per vector in ban_ngrams (the official windows: 50, 90, 128)
+MAX_WHITELIST = 64  # ids a request's guard may whitelist (official: 2, <td> and </td>)
 
 
 @functools.cache
@@ -27,7 +28,12 @@ def _kernels():
 
 def available(device: torch.device) -> bool:
     """The fused choice runs where fused.py's kernels do: CUDA with Triton (and not switched off)."""
-    return fused.ENABLED and torch.device(device).type == "cuda" and fused.triton_installed()
+    return fused.ENABLED and fused.triton_runs_on(device)
+
+
+def bytes_per_row(vocab_size: int, window: int) -> int:
+    """What a row costs here beyond a few scalars: its ban list (int64) and its ban bitmap."""
+    return 8 * window + 4 * -(-vocab_size // 32)
 
 
 class FusedChoice:
@@ -44,16 +50,25 @@ class FusedChoice:
         self.raw_arg, self.guard_arg = (torch.empty(max_batch, self.blocks, dtype=torch.int32, device=device)
                                         for _ in range(2))
         self.chosen = torch.empty(max_batch, dtype=torch.long, device=device)
+        # each row's guard, read on the device (the eager choice groups rows by their Slot.guard instead)
+        self.ngram = torch.zeros(max_batch, dtype=torch.int32, device=device)  # 0: no guard
+        self.guard_window = torch.zeros(max_batch, dtype=torch.int32, device=device)
+        self.whitelist = torch.full((max_batch, MAX_WHITELIST), -1, dtype=torch.long, device=device)  # -1 padded
 
-    def __call__(self, n: int, logits: torch.Tensor, tail: torch.Tensor, lengths: torch.Tensor, ngram: torch.Tensor,
-                 window: torch.Tensor, whitelist: torch.Tensor, logprob_sum: torch.Tensor, logprob_min: torch.Tensor,
-                 guard_hits: torch.Tensor) -> torch.Tensor:
-        """Rows 0..n: logits [B, V] fp32, history tail [B, W] and lengths [B] (both advanced here), guard settings
-        ngram/window [B] int32 (ngram 0 = no guard) and whitelist [B, L] (-1 padded), running signals [B] (updated)
-        -> the chosen ids [n] (a view of a buffer the next call overwrites)."""
+    def set_guard(self, row: int, ngram: int, window: int, whitelist: torch.Tensor) -> None:
+        """A new page's guard in `row` (ngram 0: none); whitelist: its ids, already on the device (<= MAX_WHITELIST)."""
+        self.ngram[row], self.guard_window[row] = ngram, window
+        self.whitelist[row].fill_(-1)
+        self.whitelist[row, :whitelist.numel()] = whitelist
+
+    def __call__(self, n: int, logits: torch.Tensor, tail: torch.Tensor, lengths: torch.Tensor,
+                 logprob_sum: torch.Tensor, logprob_min: torch.Tensor, guard_hits: torch.Tensor) -> torch.Tensor:
+        """Rows 0..n: logits [B, V] fp32, history tail [B, W] and lengths [B] (both advanced here), running
+        signals [B] (updated) -> the chosen ids [n] (a view of a buffer the next call overwrites)."""
         k = _kernels()
-        W, V, WL = self.window, self.vocab, whitelist.shape[1]
-        k.ban_ngrams[(n,)](tail, lengths, ngram, window, whitelist, self.banned, self.bits, W=W, WL=WL,
+        W, V, WL = self.window, self.vocab, MAX_WHITELIST
+        k.ban_ngrams[(n,)](tail, lengths, self.ngram, self.guard_window, self.whitelist, self.banned, self.bits, W=W,
+                           WL=WL,
                            WORDS=self.words, J_BLOCK=J_BLOCK, WL_BLOCK=fused.triton_block(WL), num_warps=4)
         k.block_maxima[(n, self.blocks)](logits, self.bits, self.raw_max, self.raw_arg, self.raw_sum, self.guard_max,
                                          self.guard_arg, V=V, WORDS=self.words, BLOCKS=self.blocks, BLOCK_V=BLOCK_V,

@@ -38,8 +38,9 @@ import torch
 from ..modeling.decode_attention import FP8
 from ..modeling.decoder import KVCache
 from .admission import MAX_PREFILL_TOKENS, Admission, AdmittedGroup
-from .batch import (MAX_WHITELIST, MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, StepInputs, decode_rows,
-                    fail, to_device)
+from .batch import (MAX_WINDOW, BatchState, PageOutput, PageRequest, Pending, StepInputs, decode_rows, fail,
+                    to_device)
+from .choose import MAX_WHITELIST
 from .cuda_graphs import DecodeGraphs, GraphCaptureError
 from .generate import decode_step
 from .memory import DEFAULT_MEMORY_FRACTION, plan_max_batch

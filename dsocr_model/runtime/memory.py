@@ -12,6 +12,7 @@ import torch
 
 from ..family.spec import MAX_GUARD_WINDOW
 from ..modeling.decode_attention import FP8
+from .choose import bytes_per_row
 
 # one admission group: 16 Gundam pages' vision and a 16,384-token prefill (sized when vision ran 16 views a forward;
 # vision.MAX_VIEWS_PER_BATCH is 32 since, not re-measured: the other half of memory_fraction's default is the slack)
@@ -34,7 +35,7 @@ def row_bytes(model, row_len: int, kv_dtype: str | None = None) -> int:
     """What one page in flight costs: its KV cache row, its rows of the step's logits buffers, and its guard state
     (the id history and the fused choice's ban list, int64 each, and its ban bitmap, a bit per vocabulary id)."""
     vocab = model.config.decoder.vocab_size
-    guard = 2 * 8 * MAX_GUARD_WINDOW + vocab // 8
+    guard = 8 * MAX_GUARD_WINDOW + bytes_per_row(vocab, MAX_GUARD_WINDOW)
     return kv_bytes_per_token(model, kv_dtype) * row_len + vocab * (3 * 4 + model.dtype.itemsize) + guard
 
 
